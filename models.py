@@ -1,0 +1,63 @@
+"""VGG8: a small convolutional backbone with a low-dimensional embedding and a pluggable head."""
+
+import torch
+import torch.nn as nn
+
+from losses import HEADS
+
+MODEL_NAMES = tuple(f"vgg8_{head}" for head in HEADS)  # ("vgg8_arcface", "vgg8_softmax")
+
+
+def conv_block(in_channels, out_channels):
+    """Two 3x3 conv + BatchNorm + ReLU, then a 2x2 max-pool that halves the resolution."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(2),
+    )
+
+
+class VGG8(nn.Module):
+    """Backbone (1x28x28 image -> embedding) followed by a classifier head from losses.py.
+
+    Under autocast only the convolutions run in reduced precision: the embedding layer
+    and the head always run in float32, the embedding being what this project draws.
+    """
+
+    def __init__(self, head, embedding_dim=3, num_classes=10):
+        super().__init__()
+        self.features = nn.Sequential(
+            conv_block(1, 16),   # (B, 16, 14, 14)
+            conv_block(16, 32),  # (B, 32, 7, 7)
+            conv_block(32, 64),  # (B, 64, 3, 3)
+        )
+        self.embedding = nn.Sequential(
+            nn.BatchNorm2d(64),
+            nn.Dropout(0.5),
+            nn.Flatten(),
+            nn.Linear(64 * 3 * 3, embedding_dim),
+            nn.BatchNorm1d(embedding_dim),  # (B, embedding_dim)
+        )
+        self.head = HEADS[head](embedding_dim, num_classes)
+
+    def embed(self, images):
+        features = self.features(images)
+        with torch.autocast(images.device.type, enabled=False):
+            return self.embedding(features.float())
+
+    def forward(self, images, labels=None):
+        """Returns (logits, embeddings); labels only matter to margin heads in training."""
+        embeddings = self.embed(images)
+        with torch.autocast(images.device.type, enabled=False):
+            return self.head(embeddings, labels), embeddings
+
+
+def build_model(model_name, embedding_dim=3, num_classes=10):
+    """'vgg8_arcface' -> VGG8 with an ArcFace head, and so on for every head in losses.HEADS."""
+    if model_name not in MODEL_NAMES:
+        raise ValueError(f"unknown model {model_name!r}; choose one of: {', '.join(MODEL_NAMES)}")
+    return VGG8(model_name.removeprefix("vgg8_"), embedding_dim, num_classes)
