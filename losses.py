@@ -3,8 +3,8 @@
 Every head is an ``nn.Module`` with a ``.weight`` of shape ``(num_classes, in_features)``
 and ``forward(embeddings, labels=None) -> logits``. Labels are only used by margin heads
 during training: with ``labels=None`` no margin is added, which is how predictions are made.
-Heads always run in float32, even when the backbone runs under bf16 autocast, so that
-cosines close to 1 keep their precision.
+Heads compute in the dtype of their inputs; models.VGG8 runs them outside autocast, in
+float32, so that cosines close to 1 keep their precision when the backbone runs in bf16.
 """
 
 import math
@@ -24,7 +24,7 @@ class Softmax(nn.Module):
         nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))  # nn.Linear's default init
 
     def forward(self, embeddings, labels=None):
-        return F.linear(embeddings.float(), self.weight, self.bias)
+        return F.linear(embeddings, self.weight, self.bias)
 
 
 class ArcFace(nn.Module):
@@ -42,7 +42,7 @@ class ArcFace(nn.Module):
         nn.init.xavier_uniform_(self.weight)
 
     def forward(self, embeddings, labels=None):
-        cosine = F.linear(F.normalize(embeddings.float()), F.normalize(self.weight))  # (B, C)
+        cosine = F.linear(F.normalize(embeddings), F.normalize(self.weight))  # (B, C)
         if labels is None:
             return self.s * cosine
         target_cosine = cosine.gather(1, labels[:, None])  # (B, 1)
@@ -54,11 +54,13 @@ class ArcFace(nn.Module):
 def arcface_target(cosine, m):
     """cos(theta + m) for theta = acos(cosine), kept monotonic in theta past pi - m.
 
-    The clamp keeps acos away from +/-1, where its gradient is infinite. Past
+    The clamp keeps acos away from +/-1, where its gradient is infinite, by one machine
+    epsilon of the dtype: near theta = 0 that moves theta by about sqrt(2 eps), which is
+    the resolution of theta that cosines of that dtype hold anyway. Past
     theta = pi - m, cos(theta + m) would turn back up and reward moving away from the
     class; there the usual linear fallback cos(theta) - m sin(m) takes over.
     """
-    eps = 1e-6
+    eps = torch.finfo(cosine.dtype).eps
     theta = torch.acos(cosine.clamp(-1 + eps, 1 - eps))
     with_margin = torch.cos(theta + m)
     fallback = cosine - m * math.sin(m)

@@ -14,7 +14,6 @@ import json
 import os
 
 import numpy as np
-import torch
 
 
 class RunFileError(Exception):
@@ -52,6 +51,8 @@ def save_run(out_dir, model_name, embeddings, labels, meta):
 
 
 def save_checkpoint(out_dir, model_name, checkpoint):
+    import torch  # here, so that drawing a run does not import torch
+
     atomic_write(run_paths(out_dir, model_name)["checkpoint"], lambda f: torch.save(checkpoint, f))
 
 
@@ -70,7 +71,10 @@ def load_run(out_dir, model_name):
     paths = run_paths(out_dir, model_name)
     missing = [path for key, path in paths.items() if key != "checkpoint" and not os.path.exists(path)]
     if missing:
-        raise RunFileError(f"no run of {model_name} in {out_dir} ({missing[0]} is missing); make one with: "
+        runs = sorted(name[len("all_"):-len("_meta.json")] for name in os.listdir(out_dir)
+                      if name.startswith("all_") and name.endswith("_meta.json")) if os.path.isdir(out_dir) else []
+        found = f"; runs there: {', '.join(runs)}" if runs else ""
+        raise RunFileError(f"no run of {model_name} in {out_dir} ({missing[0]} is missing){found}; make one with: "
                            f"python train.py --model {model_name} --out-dir {out_dir}")
     embeddings = load_npy(paths["embeddings"])
     labels = load_npy(paths["labels"])

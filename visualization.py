@@ -1,0 +1,181 @@
+"""Draw every saved epoch of a run as points on the unit sphere and stitch the frames into a GIF.
+
+    python visualization.py --model vgg8_arcface
+    python visualization.py --model vgg8_softmax --split val
+"""
+
+import argparse
+import contextlib
+import multiprocessing
+import os
+import sys
+
+import imageio.v3 as iio
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+import run_files  # noqa: E402
+
+SPLIT_TITLES = {"train": "Training", "val": "Validation"}
+FRAME_MS = 125        # every frame but the last
+LAST_FRAME_MS = 3000  # the last frame holds so the final state can be read
+FIGURE_INCHES = 6.0
+DPI = 100             # 600 x 600 pixel frames
+ELEVATION, AZIMUTH = 20, -60  # camera, degrees
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model", default="vgg8_arcface", help="the run to draw, as named by train.py --model")
+    p.add_argument("--split", default="both", choices=("train", "val", "both"), help="which points to draw")
+    p.add_argument("--out-dir", default="data", help="folder holding the run; the GIFs are written there too")
+    p.add_argument("--workers", type=int, default=min(os.cpu_count() or 1, 4),
+                   help="processes rendering frames in parallel (1: in this process)")
+    p.add_argument("--keep-frames", action="store_true", help="also write every frame as a PNG")
+    return p.parse_args(argv)
+
+
+# ---------------------------------------------------------------- geometry
+
+def on_unit_sphere(points):
+    """L2-normalised rows, and a mask of the rows that could be normalised (finite, non-zero)."""
+    norms = np.linalg.norm(points, axis=-1, keepdims=True)
+    valid = np.isfinite(points).all(axis=-1) & (norms[..., 0] > 0) & np.isfinite(norms[..., 0])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(valid[..., None], points / norms, 0.0), valid
+
+
+# ---------------------------------------------------------------- drawing
+
+def class_colors(num_classes):
+    cmap = plt.get_cmap("tab10" if num_classes <= 10 else "tab20")
+    return [cmap(i % cmap.N) for i in range(num_classes)]
+
+
+class SphereFigure:
+    """One figure built once; each frame only moves the points and changes the title."""
+
+    def __init__(self, class_names, point_size):
+        self.fig = plt.figure(figsize=(FIGURE_INCHES, FIGURE_INCHES), dpi=DPI)
+        self.ax = self.fig.add_subplot(projection="3d", computed_zorder=False)
+        ax = self.ax
+        u, v = np.meshgrid(np.linspace(0, 2 * np.pi, 25), np.linspace(0, np.pi, 13))
+        ax.plot_wireframe(np.cos(u) * np.sin(v), np.sin(u) * np.sin(v), np.cos(v),
+                          color="0.6", alpha=0.25, linewidth=0.5)
+        ax.set(xlim=(-1, 1), ylim=(-1, 1), zlim=(-1, 1), xlabel="x", ylabel="y", zlabel="z")
+        ax.set_box_aspect((1, 1, 1))
+        ax.view_init(elev=ELEVATION, azim=AZIMUTH)
+        self.scatters = [
+            ax.scatter([], [], [], s=point_size, color=color, label=name, depthshade=False, linewidths=0)
+            for name, color in zip(class_names, class_colors(len(class_names)))
+        ]
+        ax.legend(loc="upper left", bbox_to_anchor=(0.0, 1.0), markerscale=4 / max(point_size, 0.1) ** 0.5,
+                  fontsize=8, frameon=False)
+        self.title = self.fig.suptitle("", fontsize=11)
+        self.fig.subplots_adjust(left=0, right=1, bottom=0, top=0.95)
+
+    def render(self, points, labels, title):
+        """(n, 3) unit vectors and (n,) labels -> (H, W, 3) uint8 image."""
+        for class_index, scatter in enumerate(self.scatters):
+            members = points[labels == class_index]
+            scatter._offsets3d = (members[:, 0], members[:, 1], members[:, 2])
+        self.title.set_text(title)
+        self.fig.canvas.draw()
+        return np.asarray(self.fig.canvas.buffer_rgba())[..., :3].copy()
+
+
+def point_size(n_points):
+    return float(np.clip(6000 / max(n_points, 1), 0.5, 8))
+
+
+# Worker processes each build the figure once (initializer), then render the frames they are sent.
+_worker_figure = None
+
+
+def _init_worker(class_names, size):
+    global _worker_figure
+    _worker_figure = SphereFigure(class_names, size)
+
+
+def _render_one(job):
+    points, labels, title = job
+    return _worker_figure.render(points, labels, title)
+
+
+def render_frames(frames_points, frames_labels, titles, class_names, workers=1, progress=None):
+    """(frames, n, 3) unit vectors, (frames, n) labels (-1: not drawn) -> list of (H, W, 3) uint8 images."""
+    size = point_size(frames_points.shape[1])
+    jobs = list(zip(frames_points, frames_labels, titles))
+    with contextlib.ExitStack() as stack:
+        if workers <= 1:
+            _init_worker(class_names, size)
+            rendered = map(_render_one, jobs)
+        else:
+            pool = stack.enter_context(multiprocessing.get_context("spawn").Pool(
+                workers, initializer=_init_worker, initargs=(class_names, size)))
+            rendered = pool.imap(_render_one, jobs)
+        return list(tqdm(rendered, total=len(jobs), desc=progress, unit="frame", leave=False))
+
+
+def gif_durations(n_frames, frame_ms=FRAME_MS, last_ms=LAST_FRAME_MS):
+    """Per-frame milliseconds in the GIF's unit, 10 ms, without drift.
+
+    Frame k starts at k * frame_ms rounded to 10 ms, so 125 ms frames alternate 130 and 120
+    and the animation keeps 8 frames a second exactly; the last frame holds last_ms.
+    """
+    starts = [int(k * frame_ms / 10 + 0.5) * 10 for k in range(n_frames)]
+    return [b - a for a, b in zip(starts, starts[1:])] + [last_ms]
+
+
+def write_gif(path, images):
+    """Every frame FRAME_MS, the last LAST_FRAME_MS; loops forever."""
+    iio.imwrite(path, np.stack(images), extension=".gif", duration=gif_durations(len(images)), loop=0)
+
+
+# ---------------------------------------------------------------- main
+
+def frame_titles(meta, split):
+    planned_epochs = meta["options"]["epochs"]
+    return [f"{meta['model']} - {SPLIT_TITLES[split]} - epoch {entry['epoch']}/{planned_epochs} - "
+            f"val acc {entry['val_accuracy']:.1%}" for entry in meta["history"]]
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        embeddings, labels, meta = run_files.load_run(args.out_dir, args.model)
+    except run_files.RunFileError as error:
+        raise SystemExit(f"error: {error}")
+    if embeddings.shape[-1] != 3:
+        raise SystemExit(f"error: this run has {embeddings.shape[-1]}-D embeddings; only 3-D ones are drawn")
+    points, valid = on_unit_sphere(embeddings)
+    if not valid.all():
+        print(f"warning: {np.count_nonzero(~valid):,} points are not finite or zero and are left out",
+              file=sys.stderr)
+    splits = ("train", "val") if args.split == "both" else (args.split,)
+    written = []
+    for split in splits:
+        start, stop = meta["splits"][split]
+        split_labels = np.where(valid[:, start:stop], labels[start:stop], -1)  # -1: not drawn
+        images = render_frames(points[:, start:stop], split_labels, frame_titles(meta, split)[:len(points)],
+                               meta["class_names"], args.workers, f"{SPLIT_TITLES[split]} frames")
+        path = os.path.join(args.out_dir, f"{args.model}_{SPLIT_TITLES[split]}_Embeddings.gif")
+        write_gif(path, images)
+        written.append(path)
+        if args.keep_frames:
+            frame_dir = os.path.join(args.out_dir, f"{args.model}_{SPLIT_TITLES[split]}_frames")
+            os.makedirs(frame_dir, exist_ok=True)
+            for epoch, image in enumerate(images):
+                iio.imwrite(os.path.join(frame_dir, f"epoch_{epoch:03d}.png"), image)
+            written.append(frame_dir + os.sep)
+    for path in written:
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
