@@ -66,8 +66,13 @@ class SphereFigure:
         u, v = np.meshgrid(np.linspace(0, 2 * np.pi, 25), np.linspace(0, np.pi, 13))
         ax.plot_wireframe(np.cos(u) * np.sin(v), np.sin(u) * np.sin(v), np.cos(v),
                           color="0.6", alpha=0.25, linewidth=0.5)
-        ax.set(xlim=(-1, 1), ylim=(-1, 1), zlim=(-1, 1), xlabel="x", ylabel="y", zlabel="z")
+        ticks = (-1, 0, 1)
+        ax.set(xlim=(-1, 1), ylim=(-1, 1), zlim=(-1, 1), xlabel="x", ylabel="y", zlabel="z",
+               xticks=ticks, yticks=ticks, zticks=ticks)
         ax.set_box_aspect((1, 1, 1))
+        ax.grid(False)
+        for axis in (ax.xaxis, ax.yaxis, ax.zaxis):
+            axis.set_pane_color((1, 1, 1, 0))
         ax.view_init(elev=ELEVATION, azim=AZIMUTH)
         self.scatters = [
             ax.scatter([], [], [], s=point_size, color=color, label=name, depthshade=False, linewidths=0)
@@ -89,7 +94,7 @@ class SphereFigure:
 
 
 def point_size(n_points):
-    return float(np.clip(6000 / max(n_points, 1), 0.5, 8))
+    return float(np.clip(10000 / max(n_points, 1), 1, 10))
 
 
 # Worker processes each build the figure once (initializer), then render the frames they are sent.

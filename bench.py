@@ -1,0 +1,289 @@
+"""Benchmark: this project's training epoch and frame rendering against the seed repository's way.
+
+    python bench.py --dataset fashion-mnist --data-dir /path/to/data
+
+Each part runs in a process of its own, one after the other, so that its peak memory is its
+own and the parts do not compete for the cores. Printed: seconds per epoch and per frame, the
+ratios (seed / ours), training images per second, the share of this machine's measured
+matrix-product peak, and peak resident memory. A benchmark, not a test: nothing is asserted.
+"""
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+SEED_BATCH_SIZE = 32  # the seed's configuration: fp32, batch 32, a PIL DataLoader, a separate eval pass
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", default="fashion-mnist", help="any train.py --dataset; full-size data is the fair test")
+    p.add_argument("--data-dir", default="data")
+    p.add_argument("--epochs", type=int, default=3, help="epochs per training part; the first is a warm-up")
+    p.add_argument("--frames", type=int, default=6, help="frames per rendering part")
+    p.add_argument("--points", type=int, default=60000, help="points per frame")
+    p.add_argument("--workers", type=int, default=min(os.cpu_count() or 1, 4), help="our renderer's processes")
+    p.add_argument("--part", help=argparse.SUPPRESS)  # internal: run one part, print its JSON
+    return p.parse_args(argv)
+
+
+# ---------------------------------------------------------------- parts, each in its own process
+
+def part_peak(args):
+    """Measured matrix-product throughput, the ceiling for a convolution-bound network."""
+    import torch
+
+    results = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        a, b = torch.randn(2048, 2048, dtype=dtype), torch.randn(2048, 2048, dtype=dtype)
+        a @ b
+        times = []
+        for _ in range(7):
+            start = time.perf_counter()
+            a @ b
+            times.append(time.perf_counter() - start)
+        results[str(dtype).removeprefix("torch.")] = 2 * 2048 ** 3 / statistics.median(times) / 1e9
+    return {"gflops": results}
+
+
+def training_flops_per_image(model):
+    """Multiply-adds of the convolutions and linear layers, x2 for FLOPs, x3 for forward + backward."""
+    import torch
+
+    flops = []
+
+    def count(module, inputs, output):
+        if isinstance(module, torch.nn.Conv2d):
+            flops.append(2 * output[0].numel() * module.in_channels * module.kernel_size[0] * module.kernel_size[1])
+        elif isinstance(module, torch.nn.Linear):
+            flops.append(2 * module.in_features * module.out_features)
+
+    hooks = [m.register_forward_hook(count) for m in model.modules()]
+    model.eval()
+    with torch.no_grad():
+        model(torch.zeros(1, 1, 28, 28))
+    for hook in hooks:
+        hook.remove()
+    return 3 * sum(flops)
+
+
+def part_train_ours(args):
+    import torch
+
+    import train
+    from datasets import balanced_sample, load_dataset
+    from models import build_model
+
+    device, precision = torch.device("cpu"), train.select_precision("auto", torch.device("cpu"))
+    data = load_dataset(args.dataset, args.data_dir, seed=58)
+    defaults = train.parse_args([])
+    sample = balanced_sample(data.train_labels, defaults.train_points, 58)
+    points_images = torch.cat([data.train_images[sample], data.val_images])
+    points_labels = torch.cat([data.train_labels[sample], data.val_labels])
+    is_val = torch.arange(len(points_labels)) >= len(sample)
+    torch.manual_seed(58)
+    model = build_model("vgg8_arcface").to(memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(model.parameters(), lr=defaults.lr)
+    generator = torch.Generator().manual_seed(58)
+    epoch_seconds, train_seconds = [], []
+    for epoch in range(args.epochs):
+        start = time.perf_counter()
+        train.train_one_epoch(model, data.train_images, data.train_labels, optimizer, defaults.batch_size,
+                              generator, device, precision, f"ours, epoch {epoch + 1}")
+        train_seconds.append(time.perf_counter() - start)
+        _, _, correct = train.evaluate(model, points_images, points_labels, defaults.eval_batch_size,
+                                       device, precision)
+        epoch_seconds.append(time.perf_counter() - start)
+    return {"epoch_seconds": epoch_seconds, "train_seconds": train_seconds, "n_train": len(data.train_labels),
+            "val_accuracy": correct[is_val].float().mean().item(), "precision": precision,
+            "batch_size": defaults.batch_size, "flops_per_image": training_flops_per_image(model)}
+
+
+def part_train_seed(args):
+    """The seed's way, restated: per-sample PIL transforms in a DataLoader, fp32, batch 32, training
+    embeddings gathered from the training batches, then a separate pass over the validation set."""
+    import torch
+    import torch.nn.functional as F
+    from torch.utils.data import DataLoader
+    from torchvision import transforms
+    from tqdm import tqdm
+
+    from datasets import load_dataset
+    from models import build_model
+
+    class PILDataset(torch.utils.data.Dataset):  # what torchvision's MNIST.__getitem__ does per sample
+        def __init__(self, images, labels):
+            self.images, self.labels = images, labels
+            self.transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.1307,), (0.3081,))])
+
+        def __len__(self):
+            return len(self.labels)
+
+        def __getitem__(self, i):
+            from PIL import Image
+            return self.transform(Image.fromarray(self.images[i].numpy(), mode="L")), int(self.labels[i])
+
+    data = load_dataset(args.dataset, args.data_dir, seed=58)
+    train_loader = DataLoader(PILDataset(data.train_images, data.train_labels), batch_size=SEED_BATCH_SIZE,
+                              shuffle=True, generator=torch.Generator().manual_seed(58))
+    val_loader = DataLoader(PILDataset(data.val_images, data.val_labels), batch_size=SEED_BATCH_SIZE)
+    torch.manual_seed(58)
+    model = build_model("vgg8_arcface")
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    epoch_seconds, train_seconds = [], []
+    for epoch in range(args.epochs):
+        start = time.perf_counter()
+        model.train()
+        train_embeddings = []
+        for images, labels in tqdm(train_loader, desc=f"seed, epoch {epoch + 1}", leave=False):
+            logits, embeddings = model(images, labels)
+            train_embeddings.append(embeddings.detach())
+            loss = F.cross_entropy(logits, labels)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        train_seconds.append(time.perf_counter() - start)
+        model.eval()
+        correct, val_embeddings = 0, []
+        with torch.no_grad():
+            for images, labels in val_loader:
+                logits, embeddings = model(images, labels)
+                F.cross_entropy(logits, labels)
+                correct += (model.head(embeddings).argmax(1) == labels).sum().item()
+                val_embeddings.append(embeddings)
+        epoch_seconds.append(time.perf_counter() - start)
+    return {"epoch_seconds": epoch_seconds, "train_seconds": train_seconds, "n_train": len(data.train_labels),
+            "val_accuracy": correct / len(data.val_labels), "precision": "fp32", "batch_size": SEED_BATCH_SIZE}
+
+
+def clustered_sphere_points(n_frames, n_points, seed=0):
+    """Ten caps that tighten frame by frame: what a run's frames look like, for timing the renderer."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n_points) % 10
+    centres = rng.normal(size=(10, 3))
+    frames = []
+    for k in range(n_frames):
+        spread = 1.5 / (1 + k)
+        points = centres[labels] + spread * rng.normal(size=(n_points, 3))
+        frames.append(points / np.linalg.norm(points, axis=1, keepdims=True))
+    return np.stack(frames).astype(np.float32), labels
+
+
+def part_render_ours(args):
+    import visualization
+
+    points, labels = clustered_sphere_points(args.frames, args.points)
+    titles = [f"bench - epoch {k}" for k in range(args.frames)]
+    start = time.perf_counter()
+    images = visualization.render_frames(points, np.broadcast_to(labels, points.shape[:2]), titles,
+                                         [str(i) for i in range(10)], args.workers, "ours, frames")
+    with tempfile.TemporaryDirectory() as tmp:
+        visualization.write_gif(os.path.join(tmp, "bench.gif"), images)
+    return {"frame_seconds": (time.perf_counter() - start) / args.frames}
+
+
+def part_render_seed(args):
+    """The seed's way, restated: a new 10x10-inch figure per frame, saved as PNG, read back, then a GIF."""
+    import imageio
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points, labels = clustered_sphere_points(args.frames, args.points)
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        frames = []
+        for k, frame in enumerate(points):
+            fig = plt.figure(figsize=(10, 10))
+            ax = fig.add_subplot(111, projection="3d")
+            for class_id in range(10):
+                members = frame[labels == class_id]
+                ax.scatter(members[:, 0], members[:, 1], members[:, 2], label=f"Class {class_id}")
+            u, v = np.mgrid[0:2 * np.pi:20j, 0:np.pi:10j]
+            ax.plot_wireframe(np.cos(u) * np.sin(v), np.sin(u) * np.sin(v), np.cos(v), color="r", alpha=0.1)
+            plt.title(f"Epoch [{k + 1}/{len(points)}] - Training Embeddings")
+            plt.legend()
+            path = os.path.join(tmp, f"train_epoch_{k}.png")
+            plt.savefig(path)
+            plt.close(fig)
+            frames.append(imageio.imread(path))
+        imageio.mimsave(os.path.join(tmp, "train_embeddings.gif"), frames, duration=125)
+    return {"frame_seconds": (time.perf_counter() - start) / args.frames}
+
+
+PARTS = {"peak": part_peak, "train-ours": part_train_ours, "train-seed": part_train_seed,
+         "render-ours": part_render_ours, "render-seed": part_render_seed}
+
+
+# ---------------------------------------------------------------- orchestration
+
+def run_part(name, argv):
+    result = subprocess.run([sys.executable, os.path.abspath(__file__), *argv, "--part", name],
+                            stdout=subprocess.PIPE, text=True, check=True)
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def render_memory(result, workers):
+    """Parent plus every worker at the largest worker's peak: an upper bound of the total."""
+    return result["peak_rss_mb"] + (workers * result["child_peak_rss_mb"] if workers > 1 else 0)
+
+
+def steady(seconds):
+    """Median over the epochs after the first (warm-up), or the only one."""
+    return statistics.median(seconds[1:] or seconds)
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    if args.part:
+        result = PARTS[args.part](args)
+        result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        result["child_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        print(json.dumps(result))
+        return 0
+
+    r = {name: run_part(name, argv) for name in PARTS}
+    ours, seed = r["train-ours"], r["train-seed"]
+    ours_epoch, seed_epoch = steady(ours["epoch_seconds"]), steady(seed["epoch_seconds"])
+    ours_rate = ours["n_train"] / steady(ours["train_seconds"])
+    seed_rate = seed["n_train"] / steady(seed["train_seconds"])
+    peak = r["peak"]["gflops"]["bfloat16" if ours["precision"] == "bf16" else "float32"]
+    flops = ours["flops_per_image"]
+    print(f"\n{args.dataset}: {ours['n_train']:,} training images, {args.epochs} epochs per part "
+          f"(first one a warm-up); machine: {os.cpu_count()} CPUs, matrix-product peak "
+          f"{r['peak']['gflops']['float32']:.0f} GFLOP/s fp32, {r['peak']['gflops']['bfloat16']:.0f} bf16")
+    rows = [
+        ("", "seed's way", "ours", "seed / ours"),
+        ("epoch, s (train + embeddings + val)", f"{seed_epoch:.1f}", f"{ours_epoch:.1f}",
+         f"{seed_epoch / ours_epoch:.2f}x"),
+        ("training images / s", f"{seed_rate:,.0f}", f"{ours_rate:,.0f}", f"{ours_rate / seed_rate:.2f}x faster"),
+        ("share of matrix-product peak", f"{seed_rate * flops / 1e9 / r['peak']['gflops']['float32']:.0%}",
+         f"{ours_rate * flops / 1e9 / peak:.0%}", ""),
+        (f"val accuracy after {args.epochs} epochs", f"{seed['val_accuracy']:.2%}", f"{ours['val_accuracy']:.2%}",
+         f"{(ours['val_accuracy'] - seed['val_accuracy']) * 100:+.2f} points"),
+        ("training peak memory, MB", f"{seed['peak_rss_mb']:.0f}", f"{ours['peak_rss_mb']:.0f}", ""),
+        (f"frame at {args.points:,} points, s", f"{r['render-seed']['frame_seconds']:.2f}",
+         f"{r['render-ours']['frame_seconds']:.3f}",
+         f"{r['render-seed']['frame_seconds'] / r['render-ours']['frame_seconds']:.1f}x"),
+        ("rendering peak memory, MB", f"{r['render-seed']['peak_rss_mb']:.0f}",
+         f"{render_memory(r['render-ours'], args.workers):.0f}", "ours: all processes"),
+    ]
+    for row in rows:
+        print(f"{row[0]:<38} {row[1]:>12} {row[2]:>12} {row[3]:>16}")
+    print(f"(ours: {ours['precision']}, batch {ours['batch_size']}, {args.workers} rendering processes; "
+          f"seed: fp32, batch {SEED_BATCH_SIZE}; {flops / 1e6:.0f} MFLOP per training image)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
