@@ -28,7 +28,7 @@ def parse_args(argv=None):
     p.add_argument("--dataset", default="fashion-mnist", help="any train.py --dataset; full-size data is the fair test")
     p.add_argument("--data-dir", default="data")
     p.add_argument("--epochs", type=int, default=3, help="epochs per training part; the first is a warm-up")
-    p.add_argument("--frames", type=int, default=6, help="frames per rendering part")
+    p.add_argument("--frames", type=int, default=20, help="frames per rendering part")
     p.add_argument("--points", type=int, default=60000, help="points per frame")
     p.add_argument("--workers", type=int, default=min(os.cpu_count() or 1, 4), help="our renderer's processes")
     p.add_argument("--part", help=argparse.SUPPRESS)  # internal: run one part, print its JSON
@@ -137,6 +137,9 @@ def part_train_seed(args):
     val_loader = DataLoader(PILDataset(data.val_images, data.val_labels), batch_size=SEED_BATCH_SIZE)
     torch.manual_seed(58)
     model = build_model("vgg8_arcface")
+    for module in model.features.modules():  # the seed's convolutions have a bias
+        if isinstance(module, torch.nn.Conv2d):
+            module.bias = torch.nn.Parameter(torch.zeros(module.out_channels))
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     epoch_seconds, train_seconds = [], []
     for epoch in range(args.epochs):
@@ -183,16 +186,17 @@ def part_render_ours(args):
     points, labels = clustered_sphere_points(args.frames, args.points)
     titles = [f"bench - epoch {k}" for k in range(args.frames)]
     start = time.perf_counter()
-    images = visualization.render_frames(points, np.broadcast_to(labels, points.shape[:2]), titles,
-                                         [str(i) for i in range(10)], args.workers, "ours, frames")
+    palette = visualization.gif_palette(10)
+    frames = visualization.render_frames(points, np.broadcast_to(labels, points.shape[:2]), titles,
+                                         [str(i) for i in range(10)], palette, args.workers, "ours, frames")
     with tempfile.TemporaryDirectory() as tmp:
-        visualization.write_gif(os.path.join(tmp, "bench.gif"), images)
+        visualization.write_gif(os.path.join(tmp, "bench.gif"), frames, palette)
     return {"frame_seconds": (time.perf_counter() - start) / args.frames}
 
 
 def part_render_seed(args):
     """The seed's way, restated: a new 10x10-inch figure per frame, saved as PNG, read back, then a GIF."""
-    import imageio
+    import imageio.v2 as imageio
     import matplotlib
 
     matplotlib.use("Agg")

@@ -9,6 +9,7 @@ import contextlib
 import multiprocessing
 import os
 import sys
+from concurrent.futures import ProcessPoolExecutor
 
 import imageio.v3 as iio
 import matplotlib
@@ -16,6 +17,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 import run_files  # noqa: E402
@@ -93,36 +95,75 @@ class SphereFigure:
         return np.asarray(self.fig.canvas.buffer_rgba())[..., :3].copy()
 
 
+def gif_palette(num_classes):
+    """(colors, 3) uint8: each class color blended towards white in 8 steps, and 64 greys.
+
+    Every frame is mapped to this one palette, so a class keeps its exact color in every
+    frame (a per-frame adaptive palette lets colors drift) and the GIF is written without
+    quantizing each frame again.
+    """
+    colors = np.array(class_colors(num_classes))[:, :3] * 255
+    blends = [color + (255 - color) * t for color in colors for t in np.arange(8) / 8]
+    greys = [[g, g, g] for g in np.linspace(0, 255, 64)]
+    return np.round(np.array(blends + greys)).astype(np.uint8)
+
+
+def to_palette(image, palette):
+    """(H, W, 3) uint8 -> (H, W) indices of the nearest palette colors.
+
+    Pillow's search is fast but approximate (white can become 251 grey), so the pixels whose
+    color is in the palette, background and class colors, are then looked up exactly.
+    """
+    palette_image = Image.new("P", (1, 1))
+    palette_image.putpalette(palette.tobytes())
+    indices = np.array(Image.fromarray(image).quantize(palette=palette_image, dither=Image.Dither.NONE))
+    keys, palette_keys = rgb_keys(image), rgb_keys(palette)
+    order = np.argsort(palette_keys)
+    position = np.searchsorted(palette_keys[order], keys).clip(max=len(palette) - 1)
+    exact = palette_keys[order][position] == keys
+    indices[exact] = order[position[exact]]
+    return indices
+
+
+def rgb_keys(colors):
+    colors = colors.astype(np.int32)
+    return (colors[..., 0] << 16) | (colors[..., 1] << 8) | colors[..., 2]
+
+
 def point_size(n_points):
     return float(np.clip(10000 / max(n_points, 1), 1, 10))
 
 
 # Worker processes each build the figure once (initializer), then render the frames they are sent.
-_worker_figure = None
+# Forked workers start in milliseconds with matplotlib already imported; where fork is unsafe
+# (macOS) or missing (Windows) they are spawned, which costs about a second each.
+START_METHOD = os.environ.get("RENDER_START_METHOD", "fork" if sys.platform == "linux" else "spawn")
+_worker_figure, _worker_palette = None, None
 
 
-def _init_worker(class_names, size):
-    global _worker_figure
-    _worker_figure = SphereFigure(class_names, size)
+def _init_worker(class_names, size, palette):
+    global _worker_figure, _worker_palette
+    _worker_figure, _worker_palette = SphereFigure(class_names, size), palette
 
 
 def _render_one(job):
     points, labels, title = job
-    return _worker_figure.render(points, labels, title)
+    return to_palette(_worker_figure.render(points, labels, title), _worker_palette)
 
 
-def render_frames(frames_points, frames_labels, titles, class_names, workers=1, progress=None):
-    """(frames, n, 3) unit vectors, (frames, n) labels (-1: not drawn) -> list of (H, W, 3) uint8 images."""
+def render_frames(frames_points, frames_labels, titles, class_names, palette, workers=1, progress=None):
+    """(frames, n, 3) unit vectors, (frames, n) labels (-1: not drawn) -> list of (H, W) palette indices."""
     size = point_size(frames_points.shape[1])
     jobs = list(zip(frames_points, frames_labels, titles))
     with contextlib.ExitStack() as stack:
         if workers <= 1:
-            _init_worker(class_names, size)
+            _init_worker(class_names, size, palette)
             rendered = map(_render_one, jobs)
         else:
-            pool = stack.enter_context(multiprocessing.get_context("spawn").Pool(
-                workers, initializer=_init_worker, initargs=(class_names, size)))
-            rendered = pool.imap(_render_one, jobs)
+            pool = stack.enter_context(ProcessPoolExecutor(
+                workers, mp_context=multiprocessing.get_context(START_METHOD),
+                initializer=_init_worker, initargs=(class_names, size, palette)))
+            rendered = pool.map(_render_one, jobs)
         return list(tqdm(rendered, total=len(jobs), desc=progress, unit="frame", leave=False))
 
 
@@ -136,9 +177,12 @@ def gif_durations(n_frames, frame_ms=FRAME_MS, last_ms=LAST_FRAME_MS):
     return [b - a for a, b in zip(starts, starts[1:])] + [last_ms]
 
 
-def write_gif(path, images):
-    """Every frame FRAME_MS, the last LAST_FRAME_MS; loops forever."""
-    iio.imwrite(path, np.stack(images), extension=".gif", duration=gif_durations(len(images)), loop=0)
+def write_gif(path, frames, palette):
+    """(H, W) palette-index frames; every frame FRAME_MS, the last LAST_FRAME_MS; loops forever."""
+    padded = np.zeros((256, 3), np.uint8)
+    padded[:len(palette)] = palette
+    iio.imwrite(path, np.stack(frames), extension=".gif", mode="L", palette=padded.tobytes(),
+                duration=gif_durations(len(frames)), loop=0)
 
 
 # ---------------------------------------------------------------- main
@@ -166,16 +210,17 @@ def main(argv=None):
     for split in splits:
         start, stop = meta["splits"][split]
         split_labels = np.where(valid[:, start:stop], labels[start:stop], -1)  # -1: not drawn
-        images = render_frames(points[:, start:stop], split_labels, frame_titles(meta, split)[:len(points)],
-                               meta["class_names"], args.workers, f"{SPLIT_TITLES[split]} frames")
+        palette = gif_palette(len(meta["class_names"]))
+        frames = render_frames(points[:, start:stop], split_labels, frame_titles(meta, split)[:len(points)],
+                               meta["class_names"], palette, args.workers, f"{SPLIT_TITLES[split]} frames")
         path = os.path.join(args.out_dir, f"{args.model}_{SPLIT_TITLES[split]}_Embeddings.gif")
-        write_gif(path, images)
+        write_gif(path, frames, palette)
         written.append(path)
         if args.keep_frames:
             frame_dir = os.path.join(args.out_dir, f"{args.model}_{SPLIT_TITLES[split]}_frames")
             os.makedirs(frame_dir, exist_ok=True)
-            for epoch, image in enumerate(images):
-                iio.imwrite(os.path.join(frame_dir, f"epoch_{epoch:03d}.png"), image)
+            for epoch, frame in enumerate(frames):
+                iio.imwrite(os.path.join(frame_dir, f"epoch_{epoch:03d}.png"), palette[frame])
             written.append(frame_dir + os.sep)
     for path in written:
         print(f"wrote {path}")

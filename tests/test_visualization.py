@@ -1,6 +1,6 @@
 import numpy as np
 
-from visualization import SphereFigure, gif_durations, on_unit_sphere
+from visualization import SphereFigure, class_colors, gif_durations, gif_palette, on_unit_sphere, to_palette
 
 
 def test_gif_durations_keep_125_ms_frames_in_hundredths_and_hold_the_last():
@@ -32,3 +32,32 @@ def test_frames_show_the_points_and_keep_their_size():
     # the class colors appear: tab10 blue (31, 119, 180) is drawn only with the points
     blue = (np.abs(full.astype(int) - [31, 119, 180]).sum(-1) < 30).sum()
     assert blue > 100 and (np.abs(empty.astype(int) - [31, 119, 180]).sum(-1) < 30).sum() < blue / 10
+
+
+def test_parallel_rendering_draws_the_same_frames_as_one_process():
+    from visualization import render_frames
+
+    rng = np.random.default_rng(1)
+    frames, _ = on_unit_sphere(rng.normal(size=(3, 500, 3)))
+    labels = np.broadcast_to(np.arange(500) % 10, (3, 500))
+    titles = [f"epoch {k}" for k in range(3)]
+    names = [str(i) for i in range(10)]
+    palette = gif_palette(10)
+    alone = render_frames(frames, labels, titles, names, palette, workers=1)
+    parallel = render_frames(frames, labels, titles, names, palette, workers=2)
+    assert len(alone) == len(parallel) == 3
+    for a, b in zip(alone, parallel):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(alone[0], alone[1])
+
+
+def test_palette_keeps_every_class_color():
+    palette = gif_palette(10)
+    assert palette.shape[1] == 3 and len(palette) <= 256
+    colors = np.round(np.array(class_colors(10))[:, :3] * 255).astype(np.uint8)
+    image = np.broadcast_to(colors[:, None, :], (10, 4, 3)).copy()  # one row per class color
+    image[0, 0] = [255, 255, 255]
+    indices = to_palette(image, palette)
+    np.testing.assert_array_equal(palette[indices], image)
+    blend = to_palette(np.array([[[250, 140, 30]]], np.uint8), palette)  # not in the palette: a close color
+    assert np.abs(palette[blend].astype(int) - [250, 140, 30]).max() < 20
