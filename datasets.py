@@ -3,8 +3,10 @@
 import contextlib
 import gzip
 import io
+import math
 import os
 import shutil
+import struct
 from dataclasses import dataclass
 
 import torch
@@ -65,6 +67,7 @@ def load_torchvision(name, dataset_class, data_dir):
     """Official train split for training, official test split for validation, in the torchvision layout."""
     raw_folder = os.path.join(data_dir, dataset_class.__name__, "raw")
     unpack_archives(dataset_class, raw_folder)
+    check_idx_files(dataset_class, raw_folder)
     splits = {}
     for train in (True, False):
         try:  # no network access when the files are already there
@@ -89,9 +92,56 @@ def unpack_archives(dataset_class, raw_folder):
         archive = os.path.join(raw_folder, os.path.basename(url))
         unpacked = archive.removesuffix(".gz")
         if archive.endswith(".gz") and os.path.exists(archive) and not os.path.exists(unpacked):
-            with gzip.open(archive, "rb") as source, open(unpacked + ".part", "wb") as target:
-                shutil.copyfileobj(source, target)
+            try:
+                with gzip.open(archive, "rb") as source, open(unpacked + ".part", "wb") as target:
+                    shutil.copyfileobj(source, target)
+            except (OSError, EOFError) as error:  # gzip.BadGzipFile is an OSError
+                os.remove(unpacked + ".part")
+                raise DatasetError(f"{archive} cannot be unpacked ({error}); replace it") from None
             os.replace(unpacked + ".part", unpacked)
+
+
+def check_idx_files(dataset_class, raw_folder):
+    """Checks the IDX files present: header, size, labels 0-9, as many labels as images.
+
+    torchvision would fail on a damaged file with an error that names neither the file nor the fault.
+    """
+    counts = {}
+    for url, _ in dataset_class.resources:
+        path = os.path.join(raw_folder, os.path.basename(url).removesuffix(".gz"))
+        if os.path.exists(path):
+            counts[path] = idx_count(path, ndim=3 if "idx3" in path else 1)
+    for split in ("train", "t10k"):
+        images = os.path.join(raw_folder, f"{split}-images-idx3-ubyte")
+        labels = os.path.join(raw_folder, f"{split}-labels-idx1-ubyte")
+        if images in counts and labels in counts and counts[images] != counts[labels]:
+            raise DatasetError(f"{images} holds {counts[images]:,} images but {labels} holds "
+                               f"{counts[labels]:,} labels")
+
+
+def idx_count(path, ndim):
+    """The number of items in an IDX file of unsigned bytes with `ndim` dimensions, checked."""
+    kind = "image" if ndim == 3 else "label"
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        header = f.read(4 + 4 * ndim)
+        if len(header) < 4 + 4 * ndim:
+            raise DatasetError(f"{path} is truncated: {size} bytes, shorter than an IDX header")
+        magic, *dims = struct.unpack(f">{1 + ndim}I", header)
+        if magic != 0x0800 | ndim:
+            raise DatasetError(f"{path} has magic number {magic:#010x}, expected {0x0800 | ndim:#010x}: "
+                               f"not an MNIST {kind} file")
+        if ndim == 3 and dims[1:] != [28, 28]:
+            raise DatasetError(f"{path} holds {dims[1]}x{dims[2]} images; expected 28x28")
+        expected = len(header) + math.prod(dims)
+        if size != expected:
+            raise DatasetError(f"{path} is {'truncated' if size < expected else 'longer than its header says'}: "
+                               f"{size:,} bytes, expected {expected:,}")
+        if ndim == 1:
+            labels = f.read()
+            if labels and max(labels) > 9:
+                raise DatasetError(f"{path} holds label {max(labels)}; expected 0-9")
+    return dims[0]
 
 
 def download(dataset_class, data_dir, train, raw_folder):

@@ -5,13 +5,16 @@ For a model M in the output folder:
     all_M_labels.npy      int64 (n,); rows [0, n_train) are training samples, [n_train, n) validation
     all_M_meta.json       model, dataset, splits, epochs_completed, options and per-epoch history
     M_best.pth            the weights with the lowest val loss (torch.load(..., weights_only=True))
+    M_last.pth            everything needed to resume after the last completed epoch
 Every file is replaced atomically (written beside, then renamed), so a run stopped at any
 moment leaves files that load. The meta file is written last: should a run stop between two
 renames, the embeddings hold one frame more than the meta describes, and load_run drops it.
+M_last.pth is written just before the meta file and is what --resume trusts.
 """
 
 import json
 import os
+import warnings
 
 import numpy as np
 
@@ -26,6 +29,7 @@ def run_paths(out_dir, model_name):
         "labels": os.path.join(out_dir, f"all_{model_name}_labels.npy"),
         "meta": os.path.join(out_dir, f"all_{model_name}_meta.json"),
         "checkpoint": os.path.join(out_dir, f"{model_name}_best.pth"),
+        "resume": os.path.join(out_dir, f"{model_name}_last.pth"),
     }
 
 
@@ -43,17 +47,34 @@ def atomic_write(path, write):
             os.remove(tmp_path)
 
 
-def save_run(out_dir, model_name, embeddings, labels, meta):
+def save_run(out_dir, model_name, embeddings, labels, meta, resume_state):
+    """Embeddings and labels first, then the state to resume from, then the meta file."""
     paths = run_paths(out_dir, model_name)
     atomic_write(paths["embeddings"], lambda f: np.save(f, np.ascontiguousarray(embeddings, np.float32)))
     atomic_write(paths["labels"], lambda f: np.save(f, np.ascontiguousarray(labels, np.int64)))
+    save_checkpoint(out_dir, model_name, "resume", resume_state)
     atomic_write(paths["meta"], lambda f: f.write(json.dumps(meta, indent=1).encode()))
 
 
-def save_checkpoint(out_dir, model_name, checkpoint):
+def save_checkpoint(out_dir, model_name, kind, checkpoint):
+    """kind: "checkpoint" (the best weights) or "resume" (everything needed to continue)."""
     import torch  # here, so that drawing a run does not import torch
 
-    atomic_write(run_paths(out_dir, model_name)["checkpoint"], lambda f: torch.save(checkpoint, f))
+    atomic_write(run_paths(out_dir, model_name)[kind], lambda f: torch.save(checkpoint, f))
+
+
+def load_checkpoint(path, hint):
+    """A checkpoint read with weights_only=True: tensors and plain containers, never arbitrary pickles."""
+    import torch
+
+    if not os.path.exists(path):
+        raise RunFileError(f"no checkpoint {path}; {hint}")
+    try:
+        with warnings.catch_warnings():  # torch warns about foreign pickles before refusing them
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises several kinds for a damaged or unsafe file
+        raise RunFileError(f"{path} cannot be read as a checkpoint ({type(error).__name__})") from None
 
 
 def check_writable(out_dir):
@@ -69,7 +90,7 @@ def check_writable(out_dir):
 def load_run(out_dir, model_name):
     """Returns (embeddings, labels, meta) of a run, checked against each other."""
     paths = run_paths(out_dir, model_name)
-    missing = [path for key, path in paths.items() if key != "checkpoint" and not os.path.exists(path)]
+    missing = [path for key in ("embeddings", "labels", "meta") if not os.path.exists(path := paths[key])]
     if missing:
         runs = sorted(name[len("all_"):-len("_meta.json")] for name in os.listdir(out_dir)
                       if name.startswith("all_") and name.endswith("_meta.json")) if os.path.isdir(out_dir) else []
@@ -78,27 +99,42 @@ def load_run(out_dir, model_name):
                            f"python train.py --model {model_name} --out-dir {out_dir}")
     embeddings = load_npy(paths["embeddings"])
     labels = load_npy(paths["labels"])
+    check_arrays(embeddings, labels, paths["embeddings"], paths["labels"])
     try:
-        with open(paths["meta"]) as f:
-            meta = json.load(f)
-        n_frames = meta["epochs_completed"] + 1
-        n_train, n = meta["splits"]["train"][1], meta["splits"]["val"][1]
-    except (ValueError, KeyError, TypeError, IndexError) as error:
+        with open(paths["meta"], "rb") as f:
+            meta = json.loads(f.read())
+        # every field that drawing reads is read here, so that a damaged file fails with its name
+        n_frames = int(meta["epochs_completed"]) + 1
+        n_train, n = int(meta["splits"]["train"][1]), int(meta["splits"]["val"][1])
+        history = [(int(entry["epoch"]), float(entry["val_accuracy"])) for entry in meta["history"][:n_frames]]
+        class_names = [str(name) for name in meta["class_names"]]
+        int(meta["options"]["epochs"]), str(meta["model"])
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError) as error:
         raise RunFileError(f"{paths['meta']} is not a valid run description ({type(error).__name__}: {error})") from None
-    if embeddings.ndim != 3 or not np.issubdtype(embeddings.dtype, np.floating):
-        raise RunFileError(f"{paths['embeddings']} has shape {embeddings.shape} and dtype {embeddings.dtype}; "
-                           "expected float (epochs + 1, n, dim)")
-    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
-        raise RunFileError(f"{paths['labels']} has shape {labels.shape} and dtype {labels.dtype}; expected int (n,)")
-    if embeddings.shape[1] != len(labels):
-        raise RunFileError(f"{paths['embeddings']} holds {embeddings.shape[1]} points per epoch "
-                           f"but {paths['labels']} holds {len(labels)} labels")
     if len(labels) != n or not 0 <= n_train <= n:
         raise RunFileError(f"{paths['meta']} describes {n} points, the arrays hold {len(labels)}")
-    if len(embeddings) < n_frames:
-        raise RunFileError(f"{paths['meta']} says {meta['epochs_completed']} epochs were completed "
-                           f"but {paths['embeddings']} holds only {len(embeddings)} frames")
+    if n_frames < 1 or len(embeddings) < n_frames or len(history) < n_frames:
+        raise RunFileError(f"{paths['meta']} says {n_frames - 1} epochs were completed but "
+                           f"{paths['embeddings']} holds {len(embeddings)} frames and the history {len(history)}")
+    if len(labels) and (labels.min() < 0 or labels.max() >= len(class_names)):
+        raise RunFileError(f"{paths['labels']} holds labels outside 0-{len(class_names) - 1}, "
+                           f"the classes that {paths['meta']} names")
     return embeddings[:n_frames], labels, meta
+
+
+def check_arrays(embeddings, labels, embeddings_path, labels_path):
+    if embeddings.ndim != 3 or not np.issubdtype(embeddings.dtype, np.floating) or len(embeddings) == 0:
+        raise RunFileError(f"{embeddings_path} has shape {embeddings.shape} and dtype {embeddings.dtype}; "
+                           "expected float (epochs + 1, n, dim)")
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+        raise RunFileError(f"{labels_path} has shape {labels.shape} and dtype {labels.dtype}; expected int (n,)")
+    if embeddings.shape[1] != len(labels):
+        raise RunFileError(f"{embeddings_path} holds {embeddings.shape[1]} points per epoch "
+                           f"but {labels_path} holds {len(labels)} labels")
+
+
+class PickledFile(RunFileError):
+    """A .npy file that holds pickled objects (the seed repository's layout)."""
 
 
 def load_npy(path):
@@ -106,8 +142,50 @@ def load_npy(path):
         return np.load(path, allow_pickle=False)
     except ValueError as error:
         if "pickle" in str(error):
-            raise RunFileError(f"{path} holds pickled Python objects, which this project does not load "
-                               "(loading a pickle can run code)") from None
+            raise PickledFile(f"{path} holds pickled Python objects, which are not loaded by default because "
+                              "loading a pickle can run code; --allow-pickle reads it if you trust the file") from None
         raise RunFileError(f"{path} is not a valid .npy file ({error})") from None
     except (OSError, EOFError) as error:
         raise RunFileError(f"{path} cannot be read ({error})") from None
+
+
+def load_seed_run(out_dir, model_name):
+    """The seed repository's pickled layout, {'train': [one array per epoch], 'val': [...]} for the
+    embeddings and alike for the labels, as (embeddings, labels, meta) of this project's layout.
+
+    Each epoch's rows are put in label order: the seed's rows need not be the same images from
+    one epoch to the next, and a frame does not depend on the order of its points.
+    """
+    paths = run_paths(out_dir, model_name)
+    try:
+        embeddings = np.load(paths["embeddings"], allow_pickle=True).item()
+        labels = np.load(paths["labels"], allow_pickle=True).item()
+        frames, frame_labels, splits = [], None, {}
+        for split in ("train", "val"):
+            split_frames, split_labels = [], None
+            for epoch_embeddings, epoch_labels in zip(embeddings[split], labels[split], strict=True):
+                epoch_embeddings, epoch_labels = np.asarray(epoch_embeddings, np.float32), np.asarray(epoch_labels)
+                order = np.argsort(epoch_labels, kind="stable")
+                if split_labels is None:
+                    split_labels = epoch_labels[order]
+                elif not np.array_equal(split_labels, epoch_labels[order]):
+                    raise ValueError(f"the {split} labels change from one epoch to the next")
+                split_frames.append(epoch_embeddings[order])
+            frames.append(np.stack(split_frames))
+            splits[split] = len(split_labels)
+            frame_labels = split_labels if frame_labels is None else np.concatenate([frame_labels, split_labels])
+        embeddings = np.concatenate(frames, axis=1)
+        labels = frame_labels.astype(np.int64)
+    except (OSError, EOFError, ValueError, KeyError, TypeError, AttributeError, IndexError) as error:
+        raise RunFileError(f"{paths['embeddings']} and {paths['labels']} are not in the seed repository's "
+                           f"layout ({type(error).__name__}: {error})") from None
+    check_arrays(embeddings, labels, paths["embeddings"], paths["labels"])
+    n_frames, n_train = len(embeddings), splits["train"]
+    meta = {
+        "model": model_name, "dataset": "unknown (seed repository layout)",
+        "class_names": [str(i) for i in range(int(labels.max()) + 1)],
+        "splits": {"train": [0, n_train], "val": [n_train, len(labels)]}, "epochs_completed": n_frames,
+        "options": {"epochs": n_frames},
+        "history": [{"epoch": k + 1, "val_accuracy": None} for k in range(n_frames)],  # no epoch 0 there
+    }
+    return embeddings, labels, meta

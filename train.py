@@ -4,7 +4,10 @@
     python train.py --model vgg8_softmax --epochs 20 --dataset fashion-mnist
 """
 
-import argparse
+import contextlib
+import math
+import shlex
+import signal
 import sys
 import time
 
@@ -14,28 +17,13 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 import run_files
+from cli import ArgumentParser, non_negative_int, positive
 from datasets import DATASET_NAMES, DatasetError, balanced_sample, load_dataset
 from models import MODEL_NAMES, build_model
 
 
-def positive(kind):
-    def parse(text):
-        value = kind(text)
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
-        return value
-    return parse
-
-
-def non_negative_int(text):
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
-    return value
-
-
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = ArgumentParser(description=__doc__)
     p.add_argument("--model", default="vgg8_arcface", choices=MODEL_NAMES, help="backbone and head")
     p.add_argument("--epochs", type=positive(int), default=80, help="training epochs")
     p.add_argument("--batch-size", type=positive(int), default=128, help="training batch size")
@@ -52,6 +40,8 @@ def parse_args(argv=None):
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
                    help="convolutions in bf16 where the hardware supports it (auto); the head is always fp32")
     p.add_argument("--eval-batch-size", type=positive(int), default=1024, help="batch size of no-grad passes")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out-dir from its last completed epoch (--epochs may be raised)")
     return p.parse_args(argv)
 
 
@@ -79,6 +69,14 @@ def select_precision(name, device):
 
 # ---------------------------------------------------------------- training and evaluation
 
+class Diverged(Exception):
+    """The training loss became NaN or infinite."""
+
+    def __init__(self, step, loss):
+        super().__init__(f"step {step} (loss {loss})")
+        self.step, self.loss = step, loss
+
+
 def to_input(images, device):
     """uint8 (B, 28, 28) -> float (B, 1, 28, 28) in [-1, 1], channels-last, on `device`."""
     images = images.to(device, non_blocking=True).unsqueeze(1).float().div_(127.5).sub_(1.0)
@@ -92,18 +90,21 @@ def train_one_epoch(model, images, labels, optimizer, batch_size, generator, dev
     batches = list(order.split(batch_size))
     if len(batches[-1]) == 1 and len(batches) > 1:  # BatchNorm cannot train on a single sample
         batches.pop()
-    total_loss, total_count = torch.zeros((), device=device), 0
-    for index in tqdm(batches, desc=progress, leave=False, unit="batch"):
+    total_loss, total_count = 0.0, 0
+    for step, index in enumerate(tqdm(batches, desc=progress, leave=False, unit="batch"), start=1):
         inputs, targets = to_input(images[index], device), labels[index].to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
             logits, _ = model(inputs, targets)
         loss = F.cross_entropy(logits, targets)
+        loss_value = loss.item()
+        if not math.isfinite(loss_value):  # stop before the weights are spoiled
+            raise Diverged(step, loss_value)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        total_loss += loss.detach() * len(index)
+        total_loss += loss_value * len(index)
         total_count += len(index)
-    return total_loss.item() / total_count
+    return total_loss / total_count
 
 
 @torch.no_grad()
@@ -123,9 +124,76 @@ def evaluate(model, images, labels, batch_size, device, precision):
     return torch.cat(embeddings).cpu().numpy(), torch.cat(losses).cpu(), torch.cat(correct).cpu()
 
 
+# ---------------------------------------------------------------- stopping and resuming
+
+class Stop(Exception):
+    """SIGINT or SIGTERM arrived."""
+
+    def __init__(self, signum):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class SignalGuard:
+    """Turns SIGINT and SIGTERM into Stop, at once, except while files are being saved:
+    a signal that arrives then (a second Ctrl-C, say) is held until the save is complete."""
+
+    def __enter__(self):
+        self.saving, self.pending = False, None
+        self.previous = {s: signal.signal(s, self.handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *exc_info):
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+
+    def handle(self, signum, frame):
+        if self.saving:
+            self.pending = signum
+        else:
+            raise Stop(signum)
+
+    @contextlib.contextmanager
+    def saving_files(self):
+        self.saving = True
+        try:
+            yield
+        finally:
+            self.saving = False
+        if self.pending is not None:
+            raise Stop(self.pending)
+
+
+RESUME_MUST_MATCH = ("model", "seed", "batch_size", "lr", "train_points", "embedding_dim")
+
+
+def load_resume_state(args, dataset_name, points_labels):
+    """The last completed epoch's state and embeddings, refused when the run differs from `args`."""
+    paths = run_files.run_paths(args.out_dir, args.model)
+    state = run_files.load_checkpoint(paths["resume"], f"start one with: python train.py --model {args.model}")
+    saved = state["options"]
+    differences = [f"--{key.replace('_', '-')} {saved[key]} (now {getattr(args, key)})"
+                   for key in RESUME_MUST_MATCH if saved[key] != getattr(args, key)]
+    if state["dataset"] != dataset_name:
+        differences.append(f"dataset {state['dataset']} (now {dataset_name})")
+    if differences:
+        raise run_files.RunFileError(f"cannot resume: the run in {args.out_dir} was made with "
+                                     f"{', '.join(differences)}")
+    embeddings = run_files.load_npy(paths["embeddings"])
+    labels = run_files.load_npy(paths["labels"])
+    if not np.array_equal(labels, points_labels) or len(embeddings) <= state["epoch"]:
+        raise run_files.RunFileError(f"cannot resume: {paths['embeddings']} and {paths['labels']} do not "
+                                     f"match {paths['resume']}")
+    if state["epoch"] >= args.epochs:
+        raise run_files.RunFileError(f"nothing to resume: the run already has {state['epoch']} epochs; "
+                                     "raise --epochs to train longer")
+    return state, embeddings[:state["epoch"] + 1]
+
+
 # ---------------------------------------------------------------- main
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
     device = select_device(args.device)
     precision = select_precision(args.precision, device)
@@ -147,10 +215,6 @@ def main(argv=None):
     model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     shuffle_generator = torch.Generator().manual_seed(args.seed)
-
-    print(f"{args.model} on {data.name} ({data.source}): {len(data.train_labels):,} train, "
-          f"{len(data.val_labels):,} val images; saving {n_train:,} train + {n - n_train:,} val points "
-          f"per epoch; {device.type}, {precision}, batch {args.batch_size}")
     all_embeddings = np.zeros((args.epochs + 1, n, args.embedding_dim), np.float32)
     meta = {
         "model": args.model, "dataset": data.name, "dataset_source": data.source,
@@ -158,35 +222,81 @@ def main(argv=None):
         "epochs_completed": 0, "options": vars(args), "device": device.type, "precision": precision,
         "history": [],
     }
-    best_val_loss = float("inf")
-    print(f"{'epoch':>5} {'train_loss':>10} {'val_loss':>9} {'val_acc':>8} {'seconds':>8}")
-    for epoch in range(args.epochs + 1):
-        start = time.perf_counter()
-        train_loss = None
-        if epoch > 0:  # epoch 0 records the untrained network
-            train_loss = train_one_epoch(model, data.train_images, data.train_labels, optimizer, args.batch_size,
-                                         shuffle_generator, device, precision, f"epoch {epoch}/{args.epochs}")
-        embeddings, losses, correct = evaluate(model, points_images, points_labels, args.eval_batch_size,
-                                               device, precision)
-        val_loss, val_accuracy = losses[is_val].mean().item(), correct[is_val].float().mean().item()
-        seconds = time.perf_counter() - start
+    first_epoch, best_val_loss = 0, float("inf")
+    if args.resume:
+        try:
+            state, saved_embeddings = load_resume_state(args, data.name, points_labels.numpy())
+        except run_files.RunFileError as error:
+            raise SystemExit(f"error: {error}")
+        model.load_state_dict(state["model_state"])
+        optimizer.load_state_dict(state["optimizer_state"])
+        torch.set_rng_state(state["torch_rng_state"])
+        shuffle_generator.set_state(state["shuffle_rng_state"])
+        first_epoch, best_val_loss = state["epoch"] + 1, state["best_val_loss"]
+        all_embeddings[:first_epoch] = saved_embeddings
+        meta["history"] = state["history"]
 
-        all_embeddings[epoch] = embeddings
-        meta["epochs_completed"] = epoch
-        meta["history"].append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
-                                "val_accuracy": val_accuracy, "seconds": seconds})
-        if epoch > 0 and val_loss < best_val_loss:
-            best_val_loss = val_loss
-            run_files.save_checkpoint(args.out_dir, args.model, {
-                "model_state": model.state_dict(), "model": args.model, "embedding_dim": args.embedding_dim,
-                "num_classes": len(data.class_names), "epoch": epoch, "val_loss": val_loss})
-        run_files.save_run(args.out_dir, args.model, all_embeddings[:epoch + 1], points_labels.numpy(), meta)
-        train_text = "-" if train_loss is None else f"{train_loss:.4f}"
-        print(f"{epoch:>5} {train_text:>10} {val_loss:>9.4f} {val_accuracy:>8.2%} {seconds:>8.1f}", flush=True)
+    print(f"{args.model} on {data.name} ({data.source}): {len(data.train_labels):,} train, "
+          f"{len(data.val_labels):,} val images; saving {n_train:,} train + {n - n_train:,} val points "
+          f"per epoch; {device.type}, {precision}, batch {args.batch_size}"
+          + (f"; resuming after epoch {first_epoch - 1}" if args.resume else ""))
+    print(f"{'epoch':>5} {'train_loss':>10} {'val_loss':>9} {'val_acc':>8} {'seconds':>8}")
+    epoch = first_epoch
+    try:
+        with SignalGuard() as guard:
+            for epoch in range(first_epoch, args.epochs + 1):
+                start = time.perf_counter()
+                train_loss = None
+                if epoch > 0:  # epoch 0 records the untrained network
+                    train_loss = train_one_epoch(model, data.train_images, data.train_labels, optimizer,
+                                                 args.batch_size, shuffle_generator, device, precision,
+                                                 f"epoch {epoch}/{args.epochs}")
+                embeddings, losses, correct = evaluate(model, points_images, points_labels,
+                                                       args.eval_batch_size, device, precision)
+                val_loss, val_accuracy = losses[is_val].mean().item(), correct[is_val].float().mean().item()
+                seconds = time.perf_counter() - start
+
+                all_embeddings[epoch] = embeddings
+                meta["epochs_completed"] = epoch
+                meta["history"].append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
+                                        "val_accuracy": val_accuracy, "seconds": seconds})
+                with guard.saving_files():
+                    if epoch > 0 and val_loss < best_val_loss:
+                        best_val_loss = val_loss
+                        run_files.save_checkpoint(args.out_dir, args.model, "checkpoint", {
+                            "model_state": model.state_dict(), "model": args.model, "epoch": epoch,
+                            "embedding_dim": args.embedding_dim, "num_classes": len(data.class_names),
+                            "val_loss": val_loss})
+                    run_files.save_run(args.out_dir, args.model, all_embeddings[:epoch + 1],
+                                       points_labels.numpy(), meta, resume_state={
+                        "model_state": model.state_dict(), "optimizer_state": optimizer.state_dict(),
+                        "torch_rng_state": torch.get_rng_state(),
+                        "shuffle_rng_state": shuffle_generator.get_state(), "epoch": epoch,
+                        "best_val_loss": best_val_loss, "history": meta["history"],
+                        "options": vars(args), "dataset": data.name})
+                train_text = "-" if train_loss is None else f"{train_loss:.4f}"
+                print(f"{epoch:>5} {train_text:>10} {val_loss:>9.4f} {val_accuracy:>8.2%} {seconds:>8.1f}",
+                      flush=True)
+    except Stop as stop:
+        print(f"\nstopped by {stop} during epoch {epoch}; {saved_epochs(epoch)} saved in {args.out_dir}; "
+              f"resume with: {resume_command(argv)}", file=sys.stderr)
+        return 128 + stop.signum
+    except Diverged as diverged:
+        raise SystemExit(f"error: training diverged at epoch {epoch}, {diverged}; {saved_epochs(epoch)} "
+                         f"saved in {args.out_dir}; try a lower --lr")
 
     paths = run_files.run_paths(args.out_dir, args.model)
     print(f"wrote {paths['embeddings']}, {paths['labels']}, {paths['meta']}, {paths['checkpoint']}")
     return 0
+
+
+def saved_epochs(interrupted_epoch):
+    done = interrupted_epoch - 1
+    return "nothing was" if done < 0 else f"epoch 0 was" if done == 0 else f"epochs 0-{done} were"
+
+
+def resume_command(argv):
+    return shlex.join(["python", "train.py", *argv, *([] if "--resume" in argv else ["--resume"])])
 
 
 if __name__ == "__main__":

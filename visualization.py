@@ -4,10 +4,10 @@
     python visualization.py --model vgg8_softmax --split val
 """
 
-import argparse
 import contextlib
 import multiprocessing
 import os
+import re
 import sys
 from concurrent.futures import ProcessPoolExecutor
 
@@ -21,6 +21,7 @@ from PIL import Image  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 import run_files  # noqa: E402
+from cli import ArgumentParser, positive  # noqa: E402
 
 SPLIT_TITLES = {"train": "Training", "val": "Validation"}
 FRAME_MS = 125        # every frame but the last
@@ -31,13 +32,15 @@ ELEVATION, AZIMUTH = 20, -60  # camera, degrees
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = ArgumentParser(description=__doc__)
     p.add_argument("--model", default="vgg8_arcface", help="the run to draw, as named by train.py --model")
     p.add_argument("--split", default="both", choices=("train", "val", "both"), help="which points to draw")
     p.add_argument("--out-dir", default="data", help="folder holding the run; the GIFs are written there too")
-    p.add_argument("--workers", type=int, default=min(os.cpu_count() or 1, 4),
+    p.add_argument("--workers", type=positive(int), default=min(os.cpu_count() or 1, 4),
                    help="processes rendering frames in parallel (1: in this process)")
     p.add_argument("--keep-frames", action="store_true", help="also write every frame as a PNG")
+    p.add_argument("--allow-pickle", action="store_true",
+                   help="read the seed repository's pickled .npy layout (only for files you trust)")
     return p.parse_args(argv)
 
 
@@ -189,22 +192,39 @@ def write_gif(path, frames, palette):
 
 def frame_titles(meta, split):
     planned_epochs = meta["options"]["epochs"]
-    return [f"{meta['model']} - {SPLIT_TITLES[split]} - epoch {entry['epoch']}/{planned_epochs} - "
-            f"val acc {entry['val_accuracy']:.1%}" for entry in meta["history"]]
+    titles = []
+    for entry in meta["history"]:
+        accuracy = "" if entry["val_accuracy"] is None else f" - val acc {entry['val_accuracy']:.1%}"
+        titles.append(f"{meta['model']} - {SPLIT_TITLES[split]} - epoch {entry['epoch']}/{planned_epochs}{accuracy}")
+    return titles
+
+
+def load(out_dir, model, allow_pickle):
+    """(embeddings, labels, meta) of this project's runs, or of the seed's pickled files if allowed."""
+    try:
+        return run_files.load_run(out_dir, model)
+    except run_files.PickledFile:
+        if not allow_pickle:
+            raise
+    print("warning: reading pickled files, which can run code: only do this with files you trust",
+          file=sys.stderr)
+    return run_files.load_seed_run(out_dir, model)
 
 
 def main(argv=None):
     args = parse_args(argv)
+    if not re.fullmatch(r"[\w.-]+", args.model):
+        raise SystemExit(f"error: --model {args.model!r} is not a run name (letters, digits, '_', '-', '.')")
     try:
-        embeddings, labels, meta = run_files.load_run(args.out_dir, args.model)
+        embeddings, labels, meta = load(args.out_dir, args.model, args.allow_pickle)
     except run_files.RunFileError as error:
         raise SystemExit(f"error: {error}")
     if embeddings.shape[-1] != 3:
         raise SystemExit(f"error: this run has {embeddings.shape[-1]}-D embeddings; only 3-D ones are drawn")
     points, valid = on_unit_sphere(embeddings)
     if not valid.all():
-        print(f"warning: {np.count_nonzero(~valid):,} points are not finite or zero and are left out",
-              file=sys.stderr)
+        print(f"warning: {np.count_nonzero(~valid):,} of {valid.size:,} points (all frames) are not finite "
+              "or are zero vectors; they are left out", file=sys.stderr)
     splits = ("train", "val") if args.split == "both" else (args.split,)
     written = []
     for split in splits:

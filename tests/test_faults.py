@@ -1,0 +1,290 @@
+"""Every fault a user can meet ends with one clear line, a non-zero exit and the finished epochs kept."""
+
+import gzip
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import ROOT, write_idx, write_mnist_layout
+from run_files import load_run
+
+TRAIN = os.path.join(ROOT, "train.py")
+DRAW = os.path.join(ROOT, "visualization.py")
+
+
+def run(script, *args, timeout=300):
+    return subprocess.run([sys.executable, script, *map(str, args)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def assert_clean_error(result, *fragments, code=None):
+    """A non-zero exit, no traceback, and one line on stderr (progress bars aside) that holds every fragment."""
+    assert result.returncode != 0 if code is None else result.returncode == code, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip() and "%|" not in line]
+    assert len(lines) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def tiny_args(data_dir, out_dir, *extra):
+    return ["--data-dir", data_dir, "--out-dir", out_dir, "--train-points", "100", "--batch-size", "64", *extra]
+
+
+# ---------------------------------------------------------------- resume and interruption
+
+def without_seconds(meta):
+    return [{k: v for k, v in entry.items() if k != "seconds"} for entry in meta["history"]]
+
+
+def test_resumed_run_is_bit_identical_to_an_uninterrupted_one(tiny_mnist, tmp_path):
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    assert run(TRAIN, *tiny_args(tiny_mnist, whole, "--epochs", "3")).returncode == 0
+    assert run(TRAIN, *tiny_args(tiny_mnist, parts, "--epochs", "1")).returncode == 0
+    resumed = run(TRAIN, *tiny_args(tiny_mnist, parts, "--epochs", "3", "--resume"))
+    assert resumed.returncode == 0, resumed.stderr
+    a, _, meta_a = load_run(str(whole), "vgg8_arcface")
+    b, _, meta_b = load_run(str(parts), "vgg8_arcface")
+    assert a.shape == b.shape == (4, 200, 3)
+    assert np.array_equal(a, b)
+    assert without_seconds(meta_a) == without_seconds(meta_b)
+
+
+@pytest.mark.parametrize("flag,value,message", [
+    ("--model", "vgg8_softmax", "no checkpoint"),
+    ("--train-points", "50", "--train-points 100 (now 50)"),
+    ("--seed", "1", "--seed 58 (now 1)"),
+    ("--dataset", "mnist-sample", "dataset mnist (now mnist-sample)"),
+])
+def test_resume_refuses_a_run_made_otherwise_and_names_the_difference(tiny_mnist, tmp_path, flag, value, message):
+    assert run(TRAIN, *tiny_args(tiny_mnist, tmp_path, "--epochs", "1")).returncode == 0
+    result = run(TRAIN, *tiny_args(tiny_mnist, tmp_path, "--epochs", "2", "--resume", flag, value))
+    assert_clean_error(result, message, code=1)
+
+
+def start_training(data_dir, out_dir, epochs=1000):
+    return subprocess.Popen([sys.executable, TRAIN, *tiny_args(data_dir, str(out_dir), "--epochs", str(epochs))],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_epoch(out_dir, epoch, timeout=120):
+    meta_path = out_dir / "all_vgg8_arcface_meta.json"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if meta_path.exists() and json.loads(meta_path.read_text())["epochs_completed"] >= epoch:
+            return
+        time.sleep(0.02)
+    raise TimeoutError(f"epoch {epoch} not reached")
+
+
+@pytest.mark.parametrize("signum,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_stops_at_once_keeps_the_epochs_and_says_how_to_resume(tiny_mnist, tmp_path, signum, code):
+    process = start_training(tiny_mnist, tmp_path)
+    try:
+        wait_for_epoch(tmp_path, 2)
+        process.send_signal(signum)
+        _, stderr = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    assert process.returncode == code
+    assert "Traceback" not in stderr
+    assert f"stopped by {signal.Signals(signum).name}" in stderr and "--resume" in stderr
+    embeddings, _, meta = load_run(str(tmp_path), "vgg8_arcface")
+    assert len(embeddings) == meta["epochs_completed"] + 1 >= 3
+    resumed = run(TRAIN, *tiny_args(tiny_mnist, tmp_path, "--epochs", str(meta["epochs_completed"] + 1), "--resume"))
+    assert resumed.returncode == 0, resumed.stderr
+
+
+def test_signals_during_a_save_wait_for_the_save_to_finish():
+    from train import SignalGuard, Stop
+
+    steps = []
+    with SignalGuard() as guard:
+        with pytest.raises(Stop) as stop:
+            with guard.saving_files():
+                os.kill(os.getpid(), signal.SIGINT)
+                os.kill(os.getpid(), signal.SIGINT)  # the second Ctrl-C
+                steps.append("save finished")
+        assert stop.value.signum == signal.SIGINT
+        with pytest.raises(Stop):
+            os.kill(os.getpid(), signal.SIGTERM)  # outside a save: at once
+            time.sleep(1)
+    assert steps == ["save finished"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers given back
+
+
+def test_diverging_training_stops_and_keeps_the_last_good_epoch(tiny_mnist, tmp_path):
+    result = run(TRAIN, *tiny_args(tiny_mnist, tmp_path, "--model", "vgg8_softmax", "--lr", "1e20",
+                                   "--epochs", "3"))
+    assert_clean_error(result, "diverged at epoch 1, step", "epoch 0 was saved", code=1)
+    embeddings, _, meta = load_run(str(tmp_path), "vgg8_softmax")
+    assert len(embeddings) == 1 and meta["epochs_completed"] == 0 and np.isfinite(embeddings).all()
+
+
+def test_a_checkpoint_that_is_an_arbitrary_pickle_is_refused(tiny_mnist, tmp_path):
+    assert run(TRAIN, *tiny_args(tiny_mnist, tmp_path, "--epochs", "1")).returncode == 0
+    marker = tmp_path / "code_ran"
+    with open(tmp_path / "vgg8_arcface_last.pth", "wb") as f:  # unpickling this would create `marker`
+        pickle.dump(type("Exploit", (), {"__reduce__": lambda self: (open, (str(marker), "w"))})(), f)
+    result = run(TRAIN, *tiny_args(tiny_mnist, tmp_path, "--epochs", "2", "--resume"))
+    assert_clean_error(result, "vgg8_arcface_last.pth cannot be read as a checkpoint", code=1)
+    assert not marker.exists()
+
+
+# ---------------------------------------------------------------- bad options and bad data
+
+@pytest.mark.parametrize("args,fragments", [
+    (["--model", "vgg9"], ["--model", "vgg8_arcface", "vgg8_softmax"]),
+    (["--dataset", "cifar10"], ["--dataset", "fashion-mnist", "mnist-sample"]),
+    (["--epochs", "0"], ["--epochs", "positive"]),
+    (["--epochs", "two"], ["--epochs", "not a number"]),
+    (["--batch-size", "-8"], ["--batch-size", "positive"]),
+    (["--lr", "0"], ["--lr", "positive"]),
+    (["--lr", "nan"], ["--lr", "positive"]),
+    (["--train-points", "-1"], ["--train-points", "0 or more"]),
+])
+def test_bad_options_are_refused_in_one_line(args, fragments):
+    assert_clean_error(run(TRAIN, *args), *fragments, code=2)
+
+
+def test_an_output_folder_that_cannot_be_written_is_found_before_training(tmp_path, tiny_mnist):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    started = time.monotonic()
+    result = run(TRAIN, *tiny_args(tiny_mnist, blocker / "out", "--epochs", "50"))
+    assert_clean_error(result, "cannot write to output folder", str(blocker / "out"), code=1)
+    assert time.monotonic() - started < 60
+
+
+def damaged_data(tmp_path, mnist_digits, damage):
+    images, labels = mnist_digits
+    raw = write_mnist_layout(tmp_path, "MNIST", images[:60], labels[:60], images[60:80], labels[60:80])
+    damage(raw)
+    return str(tmp_path)
+
+
+def truncate(raw):
+    path = os.path.join(raw, "train-images-idx3-ubyte")
+    os.truncate(path, os.path.getsize(path) - 100)
+
+
+def wrong_magic(raw):
+    with open(os.path.join(raw, "t10k-labels-idx1-ubyte"), "r+b") as f:
+        f.write(b"\x00\x00\x08\x03")
+
+
+def fewer_labels(raw):
+    write_idx(os.path.join(raw, "train-labels-idx1-ubyte"), np.zeros(59, np.uint8))
+
+
+def label_out_of_range(raw):
+    write_idx(os.path.join(raw, "t10k-labels-idx1-ubyte"), np.full(20, 12, np.uint8))
+
+
+def broken_archive(raw):
+    os.remove(os.path.join(raw, "t10k-images-idx3-ubyte"))
+    with open(os.path.join(raw, "t10k-images-idx3-ubyte.gz"), "wb") as f:
+        f.write(gzip.compress(np.random.default_rng(0).bytes(5000))[:100])
+
+
+@pytest.mark.parametrize("damage,fragments", [
+    (truncate, ["train-images-idx3-ubyte", "truncated"]),
+    (wrong_magic, ["t10k-labels-idx1-ubyte", "magic number 0x00000803"]),
+    (fewer_labels, ["60 images", "59 labels"]),
+    (label_out_of_range, ["t10k-labels-idx1-ubyte", "label 12"]),
+    (broken_archive, ["t10k-images-idx3-ubyte.gz", "cannot be unpacked"]),
+])
+def test_damaged_idx_files_are_named_with_their_fault(tmp_path, mnist_digits, damage, fragments):
+    data_dir = damaged_data(tmp_path, mnist_digits, damage)
+    result = run(TRAIN, *tiny_args(data_dir, tmp_path / "out", "--epochs", "1"))
+    assert_clean_error(result, *fragments, code=1)
+
+
+# ---------------------------------------------------------------- bad runs given to visualization.py
+
+@pytest.fixture(scope="module")
+def finished_run(tiny_mnist, tmp_path_factory):
+    out_dir = tmp_path_factory.mktemp("finished")
+    assert run(TRAIN, *tiny_args(tiny_mnist, out_dir, "--epochs", "2")).returncode == 0
+    return out_dir
+
+
+@pytest.fixture
+def run_copy(finished_run, tmp_path):
+    for name in os.listdir(finished_run):
+        (tmp_path / name).write_bytes((finished_run / name).read_bytes())
+    return tmp_path
+
+
+def draw(out_dir, *extra):
+    return run(DRAW, "--model", "vgg8_arcface", "--out-dir", out_dir, "--workers", "1", *extra)
+
+
+def test_no_run_gives_the_command_that_makes_one(tmp_path):
+    assert_clean_error(draw(tmp_path), "no run of vgg8_arcface", "python train.py --model vgg8_arcface", code=1)
+
+
+def npy_path(out_dir, kind="embeddings"):
+    return out_dir / f"all_vgg8_arcface_{kind}.npy"
+
+
+@pytest.mark.parametrize("damage,fragments", [
+    (lambda d: os.truncate(npy_path(d), 300), ["all_vgg8_arcface_embeddings.npy", "not a valid .npy"]),
+    (lambda d: npy_path(d).write_bytes(b"garbage" * 20), ["all_vgg8_arcface_embeddings.npy"]),
+    (lambda d: np.save(npy_path(d, "labels"), np.zeros(150, np.int64)), ["200 points per epoch", "150 labels"]),
+    (lambda d: np.save(npy_path(d), np.zeros((3, 200), np.float32)), ["shape (3, 200)"]),
+    (lambda d: (d / "all_vgg8_arcface_meta.json").write_text("{\"epochs_completed\": 2"),
+     ["all_vgg8_arcface_meta.json", "not a valid run description"]),
+    (lambda d: (d / "all_vgg8_arcface_meta.json").write_text(
+        (d / "all_vgg8_arcface_meta.json").read_text().replace('"epochs_completed": 2', '"epochs_completed": 7')),
+     ["7 epochs were completed", "3 frames"]),
+    (lambda d: (d / "all_vgg8_arcface_meta.json").write_text(
+        (d / "all_vgg8_arcface_meta.json").read_text().replace('"val": [\n   100,\n   200', '"val": [100, 250')),
+     ["describes 250 points"]),
+])
+def test_damaged_or_inconsistent_runs_are_refused(run_copy, damage, fragments):
+    damage(run_copy)
+    assert_clean_error(draw(run_copy), *fragments, code=1)
+
+
+def write_seed_layout(out_dir, epochs=3, n_train=40, n_val=20):
+    rng = np.random.default_rng(0)
+    embeddings = {split: [rng.normal(size=(n, 3)).astype(np.float32) for _ in range(epochs)]
+                  for split, n in (("train", n_train), ("val", n_val))}
+    labels = {split: [rng.permutation(np.arange(n) % 10) for _ in range(epochs)]
+              for split, n in (("train", n_train), ("val", n_val))}
+    np.save(npy_path(out_dir), embeddings, allow_pickle=True)
+    np.save(npy_path(out_dir, "labels"), labels, allow_pickle=True)
+
+
+def test_pickled_seed_files_are_refused_by_default_and_drawn_when_allowed(tmp_path):
+    import imageio.v3 as iio
+
+    write_seed_layout(tmp_path)
+    (tmp_path / "all_vgg8_arcface_meta.json").write_text("{}")
+    assert_clean_error(draw(tmp_path), "pickled", "--allow-pickle", code=1)
+    assert not list(tmp_path.glob("*.gif"))
+    result = draw(tmp_path, "--allow-pickle")
+    assert result.returncode == 0, result.stderr
+    assert "warning" in result.stderr and "trust" in result.stderr
+    assert iio.imread(tmp_path / "vgg8_arcface_Validation_Embeddings.gif", index=None).shape[0] == 3
+
+
+def test_non_finite_and_zero_points_are_left_out_and_counted(run_copy):
+    embeddings = np.load(npy_path(run_copy))
+    embeddings[1, :5] = np.nan
+    embeddings[2, 7] = np.inf
+    embeddings[2, 150] = 0.0
+    np.save(npy_path(run_copy), embeddings)
+    result = draw(run_copy)
+    assert result.returncode == 0, result.stderr
+    assert "warning: 7 of 600 points" in result.stderr
+    assert (run_copy / "vgg8_arcface_Training_Embeddings.gif").exists()
