@@ -1,6 +1,7 @@
 """Command-line helpers shared by train.py and visualization.py: one-line errors and option types."""
 
 import argparse
+import math
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -34,4 +35,14 @@ def non_negative_int(text):
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+def finite_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be finite, got {text}")
     return value

@@ -3,9 +3,9 @@
 import torch
 import torch.nn as nn
 
-from losses import HEADS
+from losses import PRESETS, build_head
 
-MODEL_NAMES = tuple(f"vgg8_{head}" for head in HEADS)  # ("vgg8_arcface", "vgg8_softmax")
+MODEL_NAMES = tuple(PRESETS)  # vgg8_softmax, vgg8_normface, vgg8_sphereface, vgg8_cosface, vgg8_arcface, ...
 
 
 def conv_block(in_channels, out_channels):
@@ -28,7 +28,9 @@ class VGG8(nn.Module):
     and the head always run in float32, the embedding being what this project draws.
     """
 
-    def __init__(self, head, embedding_dim=3, num_classes=10):
+    def __init__(self, make_head, embedding_dim=3):
+        """make_head(embedding_dim) -> head; called after the backbone is built, so that the
+        backbone's initial weights depend on the seed alone, whichever the head."""
         super().__init__()
         self.features = nn.Sequential(
             conv_block(1, 16),   # (B, 16, 14, 14)
@@ -42,7 +44,7 @@ class VGG8(nn.Module):
             nn.Linear(64 * 3 * 3, embedding_dim),
             nn.BatchNorm1d(embedding_dim),  # (B, embedding_dim)
         )
-        self.head = HEADS[head](embedding_dim, num_classes)
+        self.head = make_head(embedding_dim)
 
     def embed(self, images):
         features = self.features(images)
@@ -56,8 +58,11 @@ class VGG8(nn.Module):
             return self.head(embeddings, labels), embeddings
 
 
-def build_model(model_name, embedding_dim=3, num_classes=10):
-    """'vgg8_arcface' -> VGG8 with an ArcFace head, and so on for every head in losses.HEADS."""
+def build_model(model_name, embedding_dim=3, num_classes=10, **head_options):
+    """'vgg8_arcface' -> VGG8 with the ArcFace head, and so on for every preset in losses.PRESETS.
+
+    head_options (scale, margin, m1, m2, m3) override the preset's; see losses.build_head.
+    """
     if model_name not in MODEL_NAMES:
         raise ValueError(f"unknown model {model_name!r}; choose one of: {', '.join(MODEL_NAMES)}")
-    return VGG8(model_name.removeprefix("vgg8_"), embedding_dim, num_classes)
+    return VGG8(lambda in_features: build_head(model_name, in_features, num_classes, **head_options), embedding_dim)

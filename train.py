@@ -17,14 +17,24 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 import run_files
-from cli import ArgumentParser, non_negative_int, positive
+from cli import ArgumentParser, finite_float, non_negative_int, positive
 from datasets import DATASET_NAMES, DatasetError, balanced_sample, load_dataset
+from metrics import geometry, unit
 from models import MODEL_NAMES, build_model
+
+
+NUM_CLASSES = 10  # every dataset here: digits, clothes, hiragana
 
 
 def parse_args(argv=None):
     p = ArgumentParser(description=__doc__)
-    p.add_argument("--model", default="vgg8_arcface", choices=MODEL_NAMES, help="backbone and head")
+    p.add_argument("--model", default="vgg8_arcface", choices=MODEL_NAMES, help="backbone and head (losses.PRESETS)")
+    p.add_argument("--scale", type=positive(float), help="s of a cosine head (default: the preset's, 15)")
+    p.add_argument("--margin", type=finite_float,
+                   help="the margin that names the preset: m1 of sphereface, m2 of arcface, m3 of cosface")
+    p.add_argument("--m1", type=finite_float, help="multiplicative angular margin, cos(m1 theta + m2) - m3")
+    p.add_argument("--m2", type=finite_float, help="additive angular margin")
+    p.add_argument("--m3", type=finite_float, help="additive cosine margin")
     p.add_argument("--epochs", type=positive(int), default=80, help="training epochs")
     p.add_argument("--batch-size", type=positive(int), default=128, help="training batch size")
     p.add_argument("--lr", type=positive(float), default=1e-3, help="Adam learning rate")
@@ -164,7 +174,8 @@ class SignalGuard:
             raise Stop(self.pending)
 
 
-RESUME_MUST_MATCH = ("model", "seed", "batch_size", "lr", "train_points", "embedding_dim")
+RESUME_MUST_MATCH = ("model", "scale", "margin", "m1", "m2", "m3", "seed", "batch_size", "lr", "train_points",
+                     "embedding_dim")
 
 
 def load_resume_state(args, dataset_name, points_labels):
@@ -197,6 +208,13 @@ def main(argv=None):
     args = parse_args(argv)
     device = select_device(args.device)
     precision = select_precision(args.precision, device)
+    torch.manual_seed(args.seed)
+    try:
+        model = build_model(args.model, args.embedding_dim, NUM_CLASSES, scale=args.scale,
+                            margin=args.margin, m1=args.m1, m2=args.m2, m3=args.m3)
+    except ValueError as error:
+        raise SystemExit(f"error: {error}")
+    model = model.to(device, memory_format=torch.channels_last)
     try:
         run_files.check_writable(args.out_dir)
         data = load_dataset(args.dataset, args.data_dir, args.seed, warn=lambda line: print(line, file=sys.stderr))
@@ -210,9 +228,6 @@ def main(argv=None):
     n_train, n = len(sample), len(points_labels)
     is_val = torch.arange(n) >= n_train
 
-    torch.manual_seed(args.seed)
-    model = build_model(args.model, args.embedding_dim, len(data.class_names)).to(device)
-    model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     shuffle_generator = torch.Generator().manual_seed(args.seed)
     all_embeddings = np.zeros((args.epochs + 1, n, args.embedding_dim), np.float32)
@@ -220,7 +235,7 @@ def main(argv=None):
         "model": args.model, "dataset": data.name, "dataset_source": data.source,
         "class_names": data.class_names, "splits": {"train": [0, n_train], "val": [n_train, n]},
         "epochs_completed": 0, "options": vars(args), "device": device.type, "precision": precision,
-        "history": [],
+        "head": head_description(model.head), "history": [],
     }
     first_epoch, best_val_loss = 0, float("inf")
     if args.resume:
@@ -240,7 +255,8 @@ def main(argv=None):
           f"{len(data.val_labels):,} val images; saving {n_train:,} train + {n - n_train:,} val points "
           f"per epoch; {device.type}, {precision}, batch {args.batch_size}"
           + (f"; resuming after epoch {first_epoch - 1}" if args.resume else ""))
-    print(f"{'epoch':>5} {'train_loss':>10} {'val_loss':>9} {'val_acc':>8} {'seconds':>8}")
+    print(f"{model.head}\n{'epoch':>5} {'train_loss':>10} {'val_loss':>9} {'val_acc':>8} {'ncm_acc':>8} "
+          f"{'spread':>7} {'separation':>10} {'seconds':>8}")
     epoch = first_epoch
     try:
         with SignalGuard() as guard:
@@ -254,18 +270,22 @@ def main(argv=None):
                 embeddings, losses, correct = evaluate(model, points_images, points_labels,
                                                        args.eval_batch_size, device, precision)
                 val_loss, val_accuracy = losses[is_val].mean().item(), correct[is_val].float().mean().item()
+                weights = unit(model.head.weight.detach().cpu().numpy()) if model.head.uses_cosine else None
+                shape = geometry(embeddings[:n_train], points_labels[:n_train].numpy(), embeddings[n_train:],
+                                 points_labels[n_train:].numpy(), NUM_CLASSES, weights)
                 seconds = time.perf_counter() - start
 
                 all_embeddings[epoch] = embeddings
                 meta["epochs_completed"] = epoch
                 meta["history"].append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
-                                        "val_accuracy": val_accuracy, "seconds": seconds})
+                                        "val_accuracy": val_accuracy, **shape, "seconds": seconds,
+                                        "class_weights": None if weights is None else weights.round(6).tolist()})
                 with guard.saving_files():
                     if epoch > 0 and val_loss < best_val_loss:
                         best_val_loss = val_loss
                         run_files.save_checkpoint(args.out_dir, args.model, "checkpoint", {
                             "model_state": model.state_dict(), "model": args.model, "epoch": epoch,
-                            "embedding_dim": args.embedding_dim, "num_classes": len(data.class_names),
+                            "embedding_dim": args.embedding_dim, "num_classes": NUM_CLASSES,
                             "val_loss": val_loss})
                     run_files.save_run(args.out_dir, args.model, all_embeddings[:epoch + 1],
                                        points_labels.numpy(), meta, resume_state={
@@ -275,7 +295,10 @@ def main(argv=None):
                         "best_val_loss": best_val_loss, "history": meta["history"],
                         "options": vars(args), "dataset": data.name})
                 train_text = "-" if train_loss is None else f"{train_loss:.4f}"
-                print(f"{epoch:>5} {train_text:>10} {val_loss:>9.4f} {val_accuracy:>8.2%} {seconds:>8.1f}",
+                separation = shape["min_inter_class_deg"]
+                print(f"{epoch:>5} {train_text:>10} {val_loss:>9.4f} {val_accuracy:>8.2%} "
+                      f"{shape['ncm_accuracy']:>8.2%} {shape['intra_class_deg']:>6.1f}\N{DEGREE SIGN} "
+                      f"{'-' if separation is None else f'{separation:.1f}' + chr(176):>10} {seconds:>8.1f}",
                       flush=True)
     except Stop as stop:
         print(f"\nstopped by {stop} during epoch {epoch}; {saved_epochs(epoch)} saved in {args.out_dir}; "
@@ -288,6 +311,13 @@ def main(argv=None):
     paths = run_files.run_paths(args.out_dir, args.model)
     print(f"wrote {paths['embeddings']}, {paths['labels']}, {paths['meta']}, {paths['checkpoint']}")
     return 0
+
+
+def head_description(head):
+    """The head's kind and parameters, for the meta file."""
+    if not head.uses_cosine:
+        return {"kind": "softmax"}
+    return {"kind": "margin", "s": head.s, "m1": head.m1, "m2": head.m2, "m3": head.m3}
 
 
 def saved_epochs(interrupted_epoch):

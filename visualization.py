@@ -16,11 +16,13 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 import run_files  # noqa: E402
+from curves import has_metrics, plot_metrics  # noqa: E402
 from cli import ArgumentParser, positive  # noqa: E402
 
 SPLIT_TITLES = {"train": "Training", "val": "Validation"}
@@ -33,7 +35,8 @@ ELEVATION, AZIMUTH = 20, -60  # camera, degrees
 
 def parse_args(argv=None):
     p = ArgumentParser(description=__doc__)
-    p.add_argument("--model", default="vgg8_arcface", help="the run to draw, as named by train.py --model")
+    p.add_argument("--model", nargs="+", default=["vgg8_arcface"],
+                   help="the runs to draw, as named by train.py --model; their metrics share one figure")
     p.add_argument("--split", default="both", choices=("train", "val", "both"), help="which points to draw")
     p.add_argument("--out-dir", default="data", help="folder holding the run; the GIFs are written there too")
     p.add_argument("--workers", type=positive(int), default=min(os.cpu_count() or 1, 4),
@@ -83,16 +86,27 @@ class SphereFigure:
             ax.scatter([], [], [], s=point_size, color=color, label=name, depthshade=False, linewidths=0)
             for name, color in zip(class_names, class_colors(len(class_names)))
         ]
-        ax.legend(loc="upper left", bbox_to_anchor=(0.0, 1.0), markerscale=4 / max(point_size, 0.1) ** 0.5,
-                  fontsize=8, frameon=False)
+        # class weights of the cosine heads: stars on the sphere, in the class colors
+        self.weight_markers = [
+            ax.scatter([], [], [], s=110, marker="*", color=color, edgecolors="black", linewidths=0.6,
+                       depthshade=False)
+            for color in class_colors(len(class_names))
+        ]
+        star = Line2D([], [], marker="*", markersize=10, color="white", markeredgecolor="black", linestyle="")
+        ax.legend(handles=[*self.scatters, star], labels=[*class_names, "class weight"], loc="upper left",
+                  bbox_to_anchor=(0.0, 1.0), markerscale=4 / max(point_size, 0.1) ** 0.5, fontsize=8,
+                  frameon=False)
         self.title = self.fig.suptitle("", fontsize=11)
         self.fig.subplots_adjust(left=0, right=1, bottom=0, top=0.95)
 
-    def render(self, points, labels, title):
-        """(n, 3) unit vectors and (n,) labels -> (H, W, 3) uint8 image."""
+    def render(self, points, labels, title, weights=None):
+        """(n, 3) unit vectors, (n,) labels and (classes, 3) unit class weights or None -> (H, W, 3) uint8."""
         for class_index, scatter in enumerate(self.scatters):
             members = points[labels == class_index]
             scatter._offsets3d = (members[:, 0], members[:, 1], members[:, 2])
+        for class_index, marker in enumerate(self.weight_markers):
+            weight = np.zeros((0, 3)) if weights is None else np.asarray(weights)[class_index:class_index + 1]
+            marker._offsets3d = (weight[:, 0], weight[:, 1], weight[:, 2])
         self.title.set_text(title)
         self.fig.canvas.draw()
         return np.asarray(self.fig.canvas.buffer_rgba())[..., :3].copy()
@@ -150,14 +164,16 @@ def _init_worker(class_names, size, palette):
 
 
 def _render_one(job):
-    points, labels, title = job
-    return to_palette(_worker_figure.render(points, labels, title), _worker_palette)
+    return to_palette(_worker_figure.render(*job), _worker_palette)
 
 
-def render_frames(frames_points, frames_labels, titles, class_names, palette, workers=1, progress=None):
-    """(frames, n, 3) unit vectors, (frames, n) labels (-1: not drawn) -> list of (H, W) palette indices."""
+def render_frames(frames_points, frames_labels, titles, class_names, palette, workers=1, progress=None,
+                  frames_weights=None):
+    """(frames, n, 3) unit vectors, (frames, n) labels (-1: not drawn), and per frame the (classes, 3)
+    class weights or None -> list of (H, W) palette indices."""
     size = point_size(frames_points.shape[1])
-    jobs = list(zip(frames_points, frames_labels, titles))
+    frames_weights = [None] * len(titles) if frames_weights is None else frames_weights
+    jobs = list(zip(frames_points, frames_labels, titles, frames_weights))
     with contextlib.ExitStack() as stack:
         if workers <= 1:
             _init_worker(class_names, size, palette)
@@ -211,37 +227,56 @@ def load(out_dir, model, allow_pickle):
     return run_files.load_seed_run(out_dir, model)
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    if not re.fullmatch(r"[\w.-]+", args.model):
-        raise SystemExit(f"error: --model {args.model!r} is not a run name (letters, digits, '_', '-', '.')")
+def draw_run(args, model):
+    """Writes the GIFs of one run; returns (paths written, meta)."""
     try:
-        embeddings, labels, meta = load(args.out_dir, args.model, args.allow_pickle)
+        embeddings, labels, meta = load(args.out_dir, model, args.allow_pickle)
     except run_files.RunFileError as error:
         raise SystemExit(f"error: {error}")
     if embeddings.shape[-1] != 3:
-        raise SystemExit(f"error: this run has {embeddings.shape[-1]}-D embeddings; only 3-D ones are drawn")
+        raise SystemExit(f"error: {model} has {embeddings.shape[-1]}-D embeddings; only 3-D ones are drawn")
     points, valid = on_unit_sphere(embeddings)
     if not valid.all():
-        print(f"warning: {np.count_nonzero(~valid):,} of {valid.size:,} points (all frames) are not finite "
-              "or are zero vectors; they are left out", file=sys.stderr)
-    splits = ("train", "val") if args.split == "both" else (args.split,)
+        print(f"warning: {np.count_nonzero(~valid):,} of {valid.size:,} points (all frames) of {model} are not "
+              "finite or are zero vectors; they are left out", file=sys.stderr)
+    history = meta["history"][:len(points)]
+    weights = [entry.get("class_weights") for entry in history]
+    palette = gif_palette(len(meta["class_names"]))
     written = []
-    for split in splits:
+    for split in ("train", "val") if args.split == "both" else (args.split,):
         start, stop = meta["splits"][split]
         split_labels = np.where(valid[:, start:stop], labels[start:stop], -1)  # -1: not drawn
-        palette = gif_palette(len(meta["class_names"]))
         frames = render_frames(points[:, start:stop], split_labels, frame_titles(meta, split)[:len(points)],
-                               meta["class_names"], palette, args.workers, f"{SPLIT_TITLES[split]} frames")
-        path = os.path.join(args.out_dir, f"{args.model}_{SPLIT_TITLES[split]}_Embeddings.gif")
+                               meta["class_names"], palette, args.workers, f"{model} {SPLIT_TITLES[split]} frames",
+                               weights)
+        path = os.path.join(args.out_dir, f"{model}_{SPLIT_TITLES[split]}_Embeddings.gif")
         write_gif(path, frames, palette)
         written.append(path)
         if args.keep_frames:
-            frame_dir = os.path.join(args.out_dir, f"{args.model}_{SPLIT_TITLES[split]}_frames")
+            frame_dir = os.path.join(args.out_dir, f"{model}_{SPLIT_TITLES[split]}_frames")
             os.makedirs(frame_dir, exist_ok=True)
             for epoch, frame in enumerate(frames):
                 iio.imwrite(os.path.join(frame_dir, f"epoch_{epoch:03d}.png"), palette[frame])
             written.append(frame_dir + os.sep)
+    return written, meta
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    for model in args.model:
+        if not re.fullmatch(r"[\w.-]+", model):
+            raise SystemExit(f"error: --model {model!r} is not a run name (letters, digits, '_', '-', '.')")
+    written, metas = [], []
+    for model in args.model:
+        paths, meta = draw_run(args, model)
+        written += paths
+        metas.append(meta)
+    with_metrics = [meta for meta in metas if has_metrics(meta)]
+    if with_metrics:
+        name = with_metrics[0]["model"] if len(with_metrics) == 1 else "comparison"
+        path = os.path.join(args.out_dir, f"{name}_metrics.png")
+        plot_metrics(with_metrics, path)
+        written.append(path)
     for path in written:
         print(f"wrote {path}")
     return 0

@@ -71,7 +71,8 @@ def test_visualization_writes_looping_gifs_with_one_frame_per_epoch(trained_run)
         assert durations == gif_durations(EPOCHS + 1) == [130, 120, 3000]
         assert iio.immeta(path, index=0)["loop"] == 0
         assert not np.array_equal(frames[0], frames[-1])
-    assert not list(out_dir.glob("*.png"))  # no frame written to disk unless asked
+    assert [p.name for p in out_dir.rglob("*.png")] == ["vgg8_arcface_metrics.png"]  # no frame unless asked
+    assert str(out_dir / "vgg8_arcface_metrics.png") in result.stdout
 
 
 def test_same_seed_same_embeddings_other_seed_not(tiny_mnist, tmp_path):

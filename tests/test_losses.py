@@ -3,9 +3,11 @@ import math
 import pytest
 import torch
 
-from losses import ArcFace, Softmax, arcface_target
+from losses import PRESETS, ArcFace, MarginHead, Softmax, build_head, margin_target
+from models import build_model
 
-ANGLES = [0.0, 0.3, 1.0, math.pi / 2, 2.5, math.pi - 0.5, 2.9, math.pi]  # 2.9 > pi - m for m = 0.5
+ANGLES = [0.0, 0.3, 1.0, math.pi / 2, 2.0, 2.5, math.pi - 0.5, 2.9, math.pi]  # 2.9 > pi - m for m = 0.5
+MARGIN_PRESETS = [name for name, (head, _) in PRESETS.items() if head is MarginHead]
 
 
 def unit_weights_and_points(angles):
@@ -15,65 +17,113 @@ def unit_weights_and_points(angles):
     return weights, points
 
 
-def hand_arcface(points, weights, labels, s, m):
+def hand_target(theta, m1, m2, m3):
+    """The target logit's cosine, by the definitions: margin, then the monotonic continuation past pi."""
+    phi = m1 * theta + m2
+    if phi <= math.pi:
+        return math.cos(phi) - m3
+    if m1 == 1:
+        return math.cos(theta) - m2 * math.sin(m2) - m3
+    k = math.floor(phi / math.pi)
+    return (-1) ** k * math.cos(phi) - 2 * k - m3
+
+
+def hand_logits(points, weights, labels, s, m1=1.0, m2=0.0, m3=0.0):
     """Loop over samples and classes with math's functions only."""
     rows = []
     for i, x in enumerate(points.tolist()):
         row = []
         for j, w in enumerate(weights.tolist()):
             cos = sum(a * b for a, b in zip(x, w)) / (math.hypot(*x) * math.hypot(*w))
-            theta = math.acos(max(-1.0, min(1.0, cos)))
             if labels is not None and j == labels[i]:
-                cos = math.cos(theta + m) if theta <= math.pi - m else cos - m * math.sin(m)
+                cos = hand_target(math.acos(max(-1.0, min(1.0, cos))), m1, m2, m3)
             row.append(s * cos)
         rows.append(row)
     return torch.tensor(rows, dtype=torch.float64)
 
 
-def make_arcface(weights, s=15.0, m=0.5):
-    head = ArcFace(3, len(weights), s=s, m=m).double()
+def with_weights(head, weights):
+    head = head.double()
     with torch.no_grad():
         head.weight.copy_(weights)
     return head
 
 
+# the clamp that keeps acos differentiable moves theta by sqrt(2 * float64 eps) ~ 2e-8 at most
+ATOL = 15 * 1.5 * 3e-8
+
+
+@pytest.mark.parametrize("name", MARGIN_PRESETS)
 @pytest.mark.parametrize("with_labels", [True, False])
-def test_arcface_matches_hand_computation(with_labels):
+def test_every_margin_head_matches_the_hand_computation(name, with_labels):
     weights, points = unit_weights_and_points(ANGLES)
+    head = with_weights(build_head(name, 3, 4), weights)
     labels = [0] * len(ANGLES) if with_labels else None
-    head = make_arcface(weights)
     logits = head(points, torch.tensor(labels) if with_labels else None)
-    expected = hand_arcface(points, weights, labels, 15.0, 0.5)
-    # the clamp that keeps acos differentiable moves theta by sqrt(2 * float64 eps) ~ 2e-8 at most
-    torch.testing.assert_close(logits, expected, atol=15 * 3e-8, rtol=0)
+    expected = hand_logits(points, weights, labels, head.s, head.m1, head.m2, head.m3)
+    torch.testing.assert_close(logits, expected, atol=ATOL, rtol=0)
     if with_labels:  # the margin only touches the target column
         torch.testing.assert_close(logits[:, 1:], expected[:, 1:], atol=1e-12, rtol=0)
 
 
-def test_arcface_labels_pick_the_column_that_gets_the_margin():
-    weights, points = unit_weights_and_points([0.4, 1.2])
-    head = make_arcface(weights)
-    labels = torch.tensor([1, 2])
-    torch.testing.assert_close(head(points, labels), hand_arcface(points, weights, [1, 2], 15.0, 0.5))
+def test_arcface_is_the_seed_signature_with_the_fallback_past_pi_minus_m():
+    weights, points = unit_weights_and_points([0.4, 1.2, 2.9])
+    head = with_weights(ArcFace(3, 4, s=15.0, m=0.5), weights)
+    labels = torch.tensor([1, 2, 0])
+    torch.testing.assert_close(head(points, labels), hand_logits(points, weights, [1, 2, 0], 15.0, m2=0.5),
+                               atol=ATOL, rtol=0)
+    # theta = 2.9 > pi - 0.5: cos(2.9) - 0.5 sin(0.5), not cos(3.4), which would be larger
+    assert head(points, labels)[2, 0].item() == pytest.approx(15 * (math.cos(2.9) - 0.5 * math.sin(0.5)), abs=1e-6)
 
 
-def test_arcface_target_is_monotonic_in_theta():
-    theta = torch.linspace(0, math.pi, 2001, dtype=torch.float64)
-    for m in (0.2, 0.5, 1.0):
-        target = arcface_target(torch.cos(theta), m)
-        assert (target.diff() <= 1e-12).all(), f"target logit rises with theta for m={m}"
+@pytest.mark.parametrize("m1,m2,m3", [(1, 0.5, 0), (1, 1.0, 0), (1, 0, 0.35), (1.5, 0, 0), (4, 0, 0),
+                                      (1, 0.3, 0.2), (1.35, 0.25, 0.1)])
+def test_target_logit_decreases_in_theta_everywhere(m1, m2, m3):
+    theta = torch.linspace(0, math.pi, 4001, dtype=torch.float64)
+    target = margin_target(torch.cos(theta), m1, m2, m3)
+    assert (target.diff() <= 1e-12).all(), "target logit rises with theta"
+    assert (target <= torch.cos(theta) + 1e-12).all(), "a margin must never make the target easier"
+    if m1 > 1:  # SphereFace's continuation has no jumps
+        assert target.diff().abs().max() < 0.01
 
 
+@pytest.mark.parametrize("name", MARGIN_PRESETS)
+def test_zero_margin_is_normface(name):
+    weights, points = unit_weights_and_points(ANGLES)
+    zero = {"m1": 1.0, "m2": 0.0, "m3": 0.0}
+    head = with_weights(build_head(name, 3, 4, **zero), weights)
+    normface = with_weights(build_head("vgg8_normface", 3, 4), weights)
+    labels = torch.zeros(len(ANGLES), dtype=torch.long)
+    torch.testing.assert_close(head(points, labels), normface(points, labels), atol=ATOL, rtol=0)
+    torch.testing.assert_close(normface(points, labels), normface(points), atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("name", MARGIN_PRESETS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("sign", [1.0, -1.0])
-def test_arcface_gradients_are_finite_on_and_opposite_to_the_class_weight(dtype, sign):
+def test_gradients_are_finite_on_and_opposite_to_the_class_weight(name, dtype, sign):
     weights, _ = unit_weights_and_points([])
-    head = make_arcface(weights).to(dtype)
+    head = with_weights(build_head(name, 3, 4), weights).to(dtype)
     points = (sign * weights[:1] / 3.0).to(dtype).repeat(2, 1).requires_grad_()
     logits = head(points, torch.tensor([0, 0]))
     torch.nn.functional.cross_entropy(logits, torch.tensor([0, 0])).backward()
     assert torch.isfinite(logits).all()
     assert torch.isfinite(points.grad).all() and torch.isfinite(head.weight.grad).all()
+
+
+@pytest.mark.parametrize("name", MARGIN_PRESETS)
+def test_gradients_are_finite_under_bf16_autocast_with_embeddings_on_the_weights(name):
+    torch.manual_seed(0)
+    model = build_model(name)
+    with torch.no_grad():  # the embeddings' direction: class 0's weight, or its opposite
+        embeddings = model.embed(torch.randn(4, 1, 28, 28))
+        model.head.weight[0] = embeddings[0]
+        model.head.weight[1] = -embeddings[1]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits, _ = model(torch.randn(4, 1, 28, 28), torch.tensor([0, 1, 2, 3]))
+    torch.nn.functional.cross_entropy(logits, torch.tensor([0, 1, 2, 3])).backward()
+    assert logits.dtype == torch.float32 and torch.isfinite(logits).all()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
 
 
 def test_softmax_is_an_affine_map_and_ignores_labels():
@@ -85,3 +135,14 @@ def test_softmax_is_an_affine_map_and_ignores_labels():
     torch.testing.assert_close(head(points), expected)
     torch.testing.assert_close(head(points, torch.tensor([0, 1, 2, 3, 0])), expected)
     assert head.weight.shape == (4, 3)
+
+
+def test_overrides_and_their_refusals():
+    assert build_head("vgg8_arcface", 3, 10, scale=30.0, margin=0.2).m2 == 0.2
+    assert build_head("vgg8_arcface", 3, 10, scale=30.0).s == 30.0
+    assert build_head("vgg8_cosface", 3, 10, margin=0.1).m3 == 0.1
+    assert build_head("vgg8_sphereface", 3, 10, margin=2.0).m1 == 2.0
+    with pytest.raises(ValueError, match="--m1, --m2 or --m3"):
+        build_head("vgg8_combined", 3, 10, margin=0.1)
+    with pytest.raises(ValueError, match="neither scale nor margin"):
+        build_head("vgg8_softmax", 3, 10, scale=2.0)

@@ -28,3 +28,12 @@ def test_embedding_and_logits_stay_float32_under_bf16_autocast():
 def test_unknown_model_is_refused_with_the_valid_names():
     with pytest.raises(ValueError, match="vgg8_arcface"):
         build_model("vgg9_cosface")
+
+
+def test_the_backbone_starts_from_the_same_weights_whatever_the_head():
+    states = []
+    for name in MODEL_NAMES:
+        torch.manual_seed(3)
+        states.append({k: v for k, v in build_model(name).state_dict().items() if not k.startswith("head.")})
+    for state in states[1:]:
+        assert all(torch.equal(state[k], states[0][k]) for k in state)

@@ -1,0 +1,59 @@
+import math
+
+import numpy as np
+import pytest
+
+from curves import plot_metrics, series
+from metrics import angle_deg, class_means, geometry
+
+
+def on_circle(degrees):
+    """Unit vectors in the x-y plane at the given angles from e_x."""
+    radians = np.radians(degrees)
+    return np.stack([np.cos(radians), np.sin(radians), np.zeros_like(radians)], axis=1)
+
+
+def test_angles_and_means_of_constructed_points():
+    np.testing.assert_allclose(angle_deg(on_circle([0, 90, 180]), on_circle([45, 45, 45])), [45, 45, 135])
+    points = np.concatenate([on_circle([-10, 10]) * [[2.0], [5.0]], on_circle([80, 100])])
+    means = class_means(points, np.array([0, 0, 1, 1]), 3)
+    np.testing.assert_allclose(means[:2], on_circle([0, 90]), atol=1e-12)
+    assert np.isnan(means[2]).all()  # a class without points
+
+
+def test_geometry_of_three_caps_with_known_angles():
+    # class c sits around 120c degrees, its two points +/- 10 degrees off the centre
+    centres = np.array([0.0, 120.0, 240.0])
+    val = on_circle(np.concatenate([centres - 10, centres + 10]))
+    val_labels = np.array([0, 1, 2, 0, 1, 2])
+    # training means at 0, 120 and 250: the +10 point of class 2 (250) and -10 point (230) still closest to 250
+    train = on_circle([0.0, 120.0, 250.0]) * 3.0
+    weights = on_circle([30.0, 120.0, 240.0])
+    result = geometry(train, np.array([0, 1, 2]), val, val_labels, 3, weights)
+    assert result["intra_class_deg"] == pytest.approx(10.0)
+    assert result["min_inter_class_deg"] == pytest.approx(120.0)
+    assert result["ncm_accuracy"] == 1.0
+    assert result["weight_to_mean_deg"] == pytest.approx([30.0, 0.0, 0.0], abs=1e-9)
+
+
+def test_nearest_class_mean_counts_the_points_closer_to_another_class():
+    val = on_circle([0.0, 50.0, 100.0])
+    train = on_circle([0.0, 90.0])
+    result = geometry(train, np.array([0, 1]), val, np.array([0, 0, 1]), 2)
+    # 50 degrees is closer to class 1's mean (90) than to class 0's (0): one mistake in three
+    assert result["ncm_accuracy"] == pytest.approx(2 / 3)
+    assert "weight_to_mean_deg" not in result
+    # spread: class 0's mean is at 25 degrees, its points 25 off; class 1's single point 0 off
+    assert result["intra_class_deg"] == pytest.approx((25 + 25 + 0) / 3)
+    assert result["min_inter_class_deg"] == pytest.approx(75.0)
+
+
+def test_metric_curves_average_per_class_values_and_write_a_png(tmp_path):
+    history = [{"epoch": k, "val_accuracy": 0.1 * k, "ncm_accuracy": 0.1, "intra_class_deg": 10.0,
+                "min_inter_class_deg": None, "weight_to_mean_deg": [10.0, None, 30.0]} for k in range(3)]
+    epochs, values = series(history, "weight_to_mean_deg")
+    assert epochs == [0, 1, 2] and values.tolist() == [20.0, 20.0, 20.0]
+    assert math.isnan(series(history, "min_inter_class_deg")[1][0])
+    path = tmp_path / "m.png"
+    plot_metrics([{"model": "a", "history": history}, {"model": "b", "history": history}], str(path))
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
