@@ -181,16 +181,16 @@ def clustered_sphere_points(n_frames, n_points, seed=0):
 
 
 def part_render_ours(args):
-    import visualization
+    import render
 
     points, labels = clustered_sphere_points(args.frames, args.points)
-    titles = [f"bench - epoch {k}" for k in range(args.frames)]
+    jobs = [([(frame, labels, None, None)], f"bench - epoch {k}", None) for k, frame in enumerate(points)]
     start = time.perf_counter()
-    palette = visualization.gif_palette(10)
-    frames = visualization.render_frames(points, np.broadcast_to(labels, points.shape[:2]), titles,
-                                         [str(i) for i in range(10)], palette, args.workers, "ours, frames")
+    palette = render.gif_palette(10)
+    options = {"class_names": [str(i) for i in range(10)], "point_size": render.point_size(args.points)}
+    frames = render.render_frames(jobs, options, palette, args.workers, "ours, frames")
     with tempfile.TemporaryDirectory() as tmp:
-        visualization.write_gif(os.path.join(tmp, "bench.gif"), frames, palette)
+        render.write_gif(os.path.join(tmp, "bench.gif"), frames, palette, fps=8)
     return {"frame_seconds": (time.perf_counter() - start) / args.frames}
 
 

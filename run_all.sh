@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs the requirements, trains both models, draws both, and prints where the GIFs are.
-# Extra arguments go to train.py, e.g.: bash run_all.sh --epochs 20 --dataset fashion-mnist
+#   bash run_all.sh                    ArcFace and Softmax, as the seed repository
+#   bash run_all.sh --all              the whole margin family (or MODELS="vgg8_cosface vgg8_arcface")
+# Other arguments go to train.py, e.g.: bash run_all.sh --epochs 20 --dataset fashion-mnist
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -8,7 +10,12 @@ step=""
 trap 'echo "run_all.sh: failed during: $step" >&2' ERR
 
 PYTHON=${PYTHON:-python}
-MODELS=(vgg8_arcface vgg8_softmax)
+FAMILY=(vgg8_softmax vgg8_normface vgg8_sphereface vgg8_cosface vgg8_arcface vgg8_combined)
+read -r -a MODELS <<< "${MODELS:-vgg8_arcface vgg8_softmax}"
+if [[ "${1:-}" == "--all" ]]; then
+    MODELS=("${FAMILY[@]}")
+    shift
+fi
 
 step="installing requirements"
 "$PYTHON" -m pip install -q -r requirements.txt
@@ -19,11 +26,9 @@ for model in "${MODELS[@]}"; do
     "$PYTHON" train.py --model "$model" "$@"
 done
 
-for model in "${MODELS[@]}"; do
-    step="drawing $model"
-    echo "== $step"
-    "$PYTHON" visualization.py --model "$model"
-done
+step="drawing ${MODELS[*]}"
+echo "== $step"
+"$PYTHON" visualization.py --model "${MODELS[@]}"
 
 echo "GIFs:"
 for model in "${MODELS[@]}"; do

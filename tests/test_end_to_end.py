@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from conftest import ROOT
-from visualization import gif_durations
+from render import gif_durations
 
 EPOCHS = 2
 
@@ -68,7 +68,7 @@ def test_visualization_writes_looping_gifs_with_one_frame_per_epoch(trained_run)
         frames = iio.imread(path, index=None)
         assert frames.shape[0] == EPOCHS + 1 and frames.shape[-1] == 3
         durations = [iio.immeta(path, index=i)["duration"] for i in range(EPOCHS + 1)]
-        assert durations == gif_durations(EPOCHS + 1) == [130, 120, 3000]
+        assert durations == gif_durations(EPOCHS + 1, 125) == [130, 120, 3000]
         assert iio.immeta(path, index=0)["loop"] == 0
         assert not np.array_equal(frames[0], frames[-1])
     assert [p.name for p in out_dir.rglob("*.png")] == ["vgg8_arcface_metrics.png"]  # no frame unless asked

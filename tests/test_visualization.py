@@ -1,14 +1,15 @@
 import numpy as np
 
-from visualization import SphereFigure, class_colors, gif_durations, gif_palette, on_unit_sphere, to_palette
+from render import EmbeddingFigure, class_colors, gif_durations, gif_palette, on_unit_sphere, render_frames, to_palette
 
 
 def test_gif_durations_keep_125_ms_frames_in_hundredths_and_hold_the_last():
-    durations = gif_durations(81)
+    durations = gif_durations(81, 125)
     assert all(d % 10 == 0 for d in durations)
     assert set(durations[:-1]) == {120, 130} and durations[-1] == 3000
     assert sum(durations[:-1]) == 80 * 125
-    assert gif_durations(1) == [3000]
+    assert gif_durations(1, 125) == [3000]
+    assert gif_durations(4, 1000 / 3) == [330, 340, 330, 3000]
 
 
 def test_points_are_projected_on_the_sphere_and_bad_rows_flagged():
@@ -21,13 +22,13 @@ def test_points_are_projected_on_the_sphere_and_bad_rows_flagged():
 
 
 def test_frames_show_the_points_and_keep_their_size():
-    figure = SphereFigure([str(i) for i in range(3)], point_size=8)
+    figure = EmbeddingFigure([str(i) for i in range(3)], point_size=8)
     rng = np.random.default_rng(0)
     points, _ = on_unit_sphere(rng.normal(size=(300, 3)))
     labels = np.arange(300) % 3
-    empty = figure.render(points, np.full(300, -1), "no points")
-    full = figure.render(points, labels, "all points")
-    assert empty.shape == full.shape == (600, 600, 3) and full.dtype == np.uint8
+    empty = figure.render([(points, np.full(300, -1), None, None)], "no points")
+    full = figure.render([(points, labels, None, None)], "all points")
+    assert empty.shape == full.shape == (640, 640, 3) and full.dtype == np.uint8
     assert np.count_nonzero((empty != full).any(-1)) > 2000  # the points changed many pixels
     # the class colors appear: tab10 blue (31, 119, 180) is drawn only with the points
     blue = (np.abs(full.astype(int) - [31, 119, 180]).sum(-1) < 30).sum()
@@ -35,16 +36,14 @@ def test_frames_show_the_points_and_keep_their_size():
 
 
 def test_parallel_rendering_draws_the_same_frames_as_one_process():
-    from visualization import render_frames
-
     rng = np.random.default_rng(1)
     frames, _ = on_unit_sphere(rng.normal(size=(3, 500, 3)))
-    labels = np.broadcast_to(np.arange(500) % 10, (3, 500))
-    titles = [f"epoch {k}" for k in range(3)]
-    names = [str(i) for i in range(10)]
+    labels = np.arange(500) % 10
+    jobs = [([(points, labels, None, None)], f"epoch {k}", None) for k, points in enumerate(frames)]
+    options = {"class_names": [str(i) for i in range(10)], "point_size": 4}
     palette = gif_palette(10)
-    alone = render_frames(frames, labels, titles, names, palette, workers=1)
-    parallel = render_frames(frames, labels, titles, names, palette, workers=2)
+    alone = render_frames(jobs, options, palette, workers=1)
+    parallel = render_frames(jobs, options, palette, workers=2)
     assert len(alone) == len(parallel) == 3
     for a, b in zip(alone, parallel):
         np.testing.assert_array_equal(a, b)

@@ -1,0 +1,219 @@
+"""Frames of embeddings on the unit sphere (3-D) or the unit circle (2-D), and the files made of them.
+
+One matplotlib figure is built once per process, with one panel per run; each frame only
+moves the points, the class weights, the titles and, when turning, the camera. Frames are
+rendered in parallel worker processes and mapped to one fixed palette, which the GIF keeps.
+"""
+
+import contextlib
+import multiprocessing
+import os
+import sys
+from concurrent.futures import ProcessPoolExecutor
+
+import imageio.v3 as iio
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from PIL import Image  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+PANEL_INCHES = 6.4    # at DPI 100: 640 x 640 pixels a panel, a multiple of 16 as video encoders want
+DPI = 100
+LAST_FRAME_MS = 3000  # the last frame holds so the final state can be read
+ELEVATION, AZIMUTH = 20, -60  # default camera, degrees
+
+
+def on_unit_sphere(points):
+    """L2-normalised rows, and a mask of the rows that could be normalised (finite, non-zero)."""
+    norms = np.linalg.norm(points, axis=-1, keepdims=True)
+    valid = np.isfinite(points).all(axis=-1) & (norms[..., 0] > 0) & np.isfinite(norms[..., 0])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(valid[..., None], points / norms, 0.0), valid
+
+
+def class_colors(num_classes):
+    cmap = plt.get_cmap("tab10" if num_classes <= 10 else "tab20")
+    return [cmap(i % cmap.N) for i in range(num_classes)]
+
+
+def point_size(n_points):
+    return float(np.clip(10000 / max(n_points, 1), 1, 10))
+
+
+# ---------------------------------------------------------------- the figure
+
+class EmbeddingFigure:
+    """A figure with one panel per run, drawn once; render() changes only what moves."""
+
+    def __init__(self, class_names, point_size, dim=3, panels=1, elevation=ELEVATION, azimuth=AZIMUTH):
+        self.dim, self.elevation = dim, elevation
+        self.fig = plt.figure(figsize=(PANEL_INCHES * panels, PANEL_INCHES), dpi=DPI)
+        colors = class_colors(len(class_names))
+        self.axes, self.scatters, self.weight_markers = [], [], []
+        for index in range(panels):
+            if dim == 3:
+                ax = self.fig.add_subplot(1, panels, index + 1, projection="3d", computed_zorder=False)
+                draw_sphere(ax, elevation, azimuth)
+                empty = ([], [], [])
+            else:
+                ax = self.fig.add_subplot(1, panels, index + 1)
+                draw_circle(ax)
+                empty = ([], [])
+            self.axes.append(ax)
+            self.scatters.append([ax.scatter(*empty, s=point_size, color=color, linewidths=0,
+                                             **({"depthshade": False} if dim == 3 else {}))
+                                  for color in colors])
+            # class weights of the cosine heads: stars on the sphere, in the class colors
+            self.weight_markers.append([ax.scatter(*empty, s=110, marker="*", color=color, edgecolors="black",
+                                                   linewidths=0.6, **({"depthshade": False} if dim == 3 else {}))
+                                        for color in colors])
+        star = Line2D([], [], marker="*", markersize=10, color="white", markeredgecolor="black", linestyle="")
+        self.fig.legend(handles=[*self.scatters[0], star], labels=[*class_names, "class weight"],
+                        loc="upper left", markerscale=4 / max(point_size, 0.1) ** 0.5, fontsize=8, frameon=False)
+        self.title = self.fig.suptitle("", fontsize=11)
+        self.fig.subplots_adjust(left=0.02 if dim == 3 else 0.12, right=0.98, bottom=0.02 if dim == 3 else 0.08,
+                                 top=0.9 if panels > 1 else 0.95, wspace=0.05)
+
+    def render(self, panels, title, azimuth=None):
+        """panels: per panel (points (n, dim) unit vectors, labels (n,) with -1 for not drawn,
+        class weights (classes, dim) or None, panel title or None) -> (H, W, 3) uint8."""
+        for ax, scatters, markers, (points, labels, weights, panel_title) in zip(
+                self.axes, self.scatters, self.weight_markers, panels):
+            for class_index, (scatter, marker) in enumerate(zip(scatters, markers)):
+                set_points(scatter, points[labels == class_index], self.dim)
+                weight = np.zeros((0, self.dim)) if weights is None else np.asarray(weights)[class_index:class_index + 1]
+                set_points(marker, weight, self.dim)
+            ax.set_title(panel_title or "", fontsize=10)
+            if azimuth is not None and self.dim == 3:
+                ax.view_init(elev=self.elevation, azim=azimuth)
+        self.title.set_text(title)
+        self.fig.canvas.draw()
+        return np.asarray(self.fig.canvas.buffer_rgba())[..., :3].copy()
+
+
+def draw_sphere(ax, elevation, azimuth):
+    u, v = np.meshgrid(np.linspace(0, 2 * np.pi, 25), np.linspace(0, np.pi, 13))
+    ax.plot_wireframe(np.cos(u) * np.sin(v), np.sin(u) * np.sin(v), np.cos(v), color="0.6", alpha=0.25,
+                      linewidth=0.5)
+    ticks = (-1, 0, 1)
+    ax.set(xlim=(-1, 1), ylim=(-1, 1), zlim=(-1, 1), xlabel="x", ylabel="y", zlabel="z",
+           xticks=ticks, yticks=ticks, zticks=ticks)
+    ax.set_box_aspect((1, 1, 1))
+    ax.grid(False)
+    for axis in (ax.xaxis, ax.yaxis, ax.zaxis):
+        axis.set_pane_color((1, 1, 1, 0))
+    ax.view_init(elev=elevation, azim=azimuth)
+
+
+def draw_circle(ax):
+    ax.add_patch(plt.Circle((0, 0), 1, fill=False, color="0.6", alpha=0.5, linewidth=0.8))
+    ax.set(xlim=(-1.15, 1.15), ylim=(-1.15, 1.15), xlabel="x", ylabel="y", xticks=(-1, 0, 1), yticks=(-1, 0, 1))
+    ax.set_aspect("equal")
+
+
+def set_points(scatter, points, dim):
+    if dim == 3:
+        scatter._offsets3d = (points[:, 0], points[:, 1], points[:, 2])
+    else:
+        scatter.set_offsets(points[:, :2])
+
+
+# ---------------------------------------------------------------- palette
+
+def gif_palette(num_classes):
+    """(colors, 3) uint8: each class color blended towards white in 8 steps, and 64 greys.
+
+    Every frame is mapped to this one palette, so a class keeps its exact color in every
+    frame (a per-frame adaptive palette lets colors drift) and the GIF is written without
+    quantizing each frame again.
+    """
+    colors = np.array(class_colors(num_classes))[:, :3] * 255
+    blends = [color + (255 - color) * t for color in colors for t in np.arange(8) / 8]
+    greys = [[g, g, g] for g in np.linspace(0, 255, 64)]
+    return np.round(np.array(blends + greys)).astype(np.uint8)
+
+
+def to_palette(image, palette):
+    """(H, W, 3) uint8 -> (H, W) indices of the nearest palette colors.
+
+    Pillow's search is fast but approximate (white can become 251 grey), so the pixels whose
+    color is in the palette, background and class colors, are then looked up exactly.
+    """
+    palette_image = Image.new("P", (1, 1))
+    palette_image.putpalette(palette.tobytes())
+    indices = np.array(Image.fromarray(image).quantize(palette=palette_image, dither=Image.Dither.NONE))
+    keys, palette_keys = rgb_keys(image), rgb_keys(palette)
+    order = np.argsort(palette_keys)
+    position = np.searchsorted(palette_keys[order], keys).clip(max=len(palette) - 1)
+    exact = palette_keys[order][position] == keys
+    indices[exact] = order[position[exact]]
+    return indices
+
+
+def rgb_keys(colors):
+    colors = colors.astype(np.int32)
+    return (colors[..., 0] << 16) | (colors[..., 1] << 8) | colors[..., 2]
+
+
+# ---------------------------------------------------------------- rendering in parallel
+
+# Worker processes each build the figure once (initializer), then render the frames they are sent.
+# Forked workers start in milliseconds with matplotlib already imported; where fork is unsafe
+# (macOS) or missing (Windows) they are spawned, which costs about a second each.
+START_METHOD = os.environ.get("RENDER_START_METHOD", "fork" if sys.platform == "linux" else "spawn")
+_worker_figure, _worker_palette = None, None
+
+
+def _init_worker(figure_options, palette):
+    global _worker_figure, _worker_palette
+    _worker_figure, _worker_palette = EmbeddingFigure(**figure_options), palette
+
+
+def _render_one(job):
+    return to_palette(_worker_figure.render(*job), _worker_palette)
+
+
+def render_frames(jobs, figure_options, palette, workers=1, progress=None):
+    """jobs: per frame (panels, title, azimuth or None), as EmbeddingFigure.render takes them;
+    figure_options: EmbeddingFigure's arguments -> list of (H, W) palette indices."""
+    with contextlib.ExitStack() as stack:
+        if workers <= 1:
+            _init_worker(figure_options, palette)
+            rendered = map(_render_one, jobs)
+        else:
+            pool = stack.enter_context(ProcessPoolExecutor(
+                workers, mp_context=multiprocessing.get_context(START_METHOD),
+                initializer=_init_worker, initargs=(figure_options, palette)))
+            rendered = pool.map(_render_one, jobs)
+        return list(tqdm(rendered, total=len(jobs), desc=progress, unit="frame", leave=False))
+
+
+# ---------------------------------------------------------------- files
+
+def gif_durations(n_frames, frame_ms, last_ms=LAST_FRAME_MS):
+    """Per-frame milliseconds in the GIF's unit, 10 ms, without drift.
+
+    Frame k starts at k * frame_ms rounded to 10 ms, so 125 ms frames alternate 130 and 120
+    and the animation keeps 8 frames a second exactly; the last frame holds last_ms.
+    """
+    starts = [int(k * frame_ms / 10 + 0.5) * 10 for k in range(n_frames)]
+    return [b - a for a, b in zip(starts, starts[1:])] + [last_ms]
+
+
+def write_gif(path, frames, palette, fps):
+    """(H, W) palette-index frames, fps frames a second, the last one held; loops forever."""
+    padded = np.zeros((256, 3), np.uint8)
+    padded[:len(palette)] = palette
+    iio.imwrite(path, np.stack(frames), extension=".gif", mode="L", palette=padded.tobytes(),
+                duration=gif_durations(len(frames), 1000 / fps), loop=0)
+
+
+def write_mp4(path, frames, palette, fps):
+    """H.264 video at fps frames a second; the last frame is repeated to hold LAST_FRAME_MS."""
+    hold = [frames[-1]] * max(round(LAST_FRAME_MS / 1000 * fps) - 1, 0)
+    iio.imwrite(path, palette[np.stack([*frames, *hold])], plugin="FFMPEG", fps=fps, codec="libx264",
+                quality=7, macro_block_size=16)

@@ -1,0 +1,102 @@
+"""The other views: side-by-side comparison, MP4, a turning camera, fixed views, 2-D circles."""
+
+import os
+import subprocess
+import sys
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+
+from conftest import ROOT
+from render import EmbeddingFigure, on_unit_sphere
+
+PANEL = 640  # pixels
+
+
+def run(script, *args):
+    result = subprocess.run([sys.executable, os.path.join(ROOT, script), *map(str, args)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+@pytest.fixture(scope="module")
+def runs(tiny_mnist, tmp_path_factory):
+    """arcface for 2 epochs, softmax for 1, and a 2-D arcface run, in one folder."""
+    out_dir = tmp_path_factory.mktemp("views")
+    common = ["--data-dir", tiny_mnist, "--out-dir", out_dir, "--train-points", "100", "--batch-size", "64"]
+    run("train.py", "--model", "vgg8_arcface", "--epochs", "2", *common)
+    run("train.py", "--model", "vgg8_softmax", "--epochs", "1", *common)
+    run("train.py", "--model", "vgg8_cosface", "--epochs", "1", "--embedding-dim", "2", *common)
+    return out_dir
+
+
+def draw(out_dir, *args):
+    return run("visualization.py", "--out-dir", out_dir, "--workers", "2", *args)
+
+
+def test_comparison_has_one_panel_per_run_and_the_shorter_run_holds_its_last_frame(runs):
+    result = draw(runs, "--compare", "vgg8_arcface", "vgg8_softmax", "--split", "val", "--keep-frames")
+    path = runs / "comparison_Validation_Embeddings.gif"
+    assert f"wrote {path}" in result.stdout and f"wrote {runs / 'comparison_metrics.png'}" in result.stdout
+    frames = iio.imread(path, index=None)
+    assert frames.shape == (3, PANEL, 2 * PANEL, 3)  # the longer run's 3 frames, two panels side by side
+    right = frames[:, :, PANEL:]  # softmax: epochs 0, 1, then 1 held
+    assert np.array_equal(right[1, 60:], right[2, 60:])  # below the figure title, which counts the frames
+    assert not np.array_equal(right[0, 60:], right[1, 60:])
+    left = frames[:, :, :PANEL]
+    assert not np.array_equal(left[1, 60:], left[2, 60:])
+    assert not (runs / "vgg8_arcface_Validation_Embeddings.gif").exists()
+
+
+def test_mp4_has_every_frame_plus_the_held_last_and_is_smaller_than_the_gif(runs):
+    draw(runs, "--model", "vgg8_arcface", "--split", "train")
+    draw(runs, "--model", "vgg8_arcface", "--split", "train", "--format", "mp4", "--fps", "8")
+    gif, mp4 = runs / "vgg8_arcface_Training_Embeddings.gif", runs / "vgg8_arcface_Training_Embeddings.mp4"
+    video = iio.imread(mp4, plugin="FFMPEG", index=None)
+    assert video.shape == (3 + 23, PANEL, PANEL, 3)  # 3 epochs, then 3 s at 8 frames a second
+    assert iio.immeta(mp4, plugin="FFMPEG")["fps"] == 8
+    assert os.path.getsize(mp4) < os.path.getsize(gif)
+
+
+def test_a_turning_camera_changes_the_view_of_the_same_points():
+    points, _ = on_unit_sphere(np.random.default_rng(0).normal(size=(200, 3)))
+    panels = [(points, np.arange(200) % 10, None, None)]
+    figure = EmbeddingFigure([str(i) for i in range(10)], 4)
+    still = figure.render(panels, "t")
+    assert np.array_equal(still, figure.render(panels, "t"))
+    assert not np.array_equal(still, figure.render(panels, "t", azimuth=-40))
+    assert np.array_equal(still, figure.render(panels, "t", azimuth=-60))  # -60: the default camera
+
+
+def test_rotate_and_fixed_views_change_the_frames(runs):
+    draw(runs, "--model", "vgg8_arcface", "--split", "val")
+    plain = iio.imread(runs / "vgg8_arcface_Validation_Embeddings.gif", index=None)
+    draw(runs, "--model", "vgg8_arcface", "--split", "val", "--rotate", "10")
+    turning = iio.imread(runs / "vgg8_arcface_Validation_Embeddings.gif", index=None)
+    assert np.array_equal(plain[0], turning[0])  # frame 0 at the starting azimuth
+    assert not np.array_equal(plain[2], turning[2])
+    draw(runs, "--model", "vgg8_arcface", "--split", "val", "--elev", "80", "--azim", "0")
+    top = iio.imread(runs / "vgg8_arcface_Validation_Embeddings.gif", index=None)
+    assert not np.array_equal(plain[0], top[0])
+
+
+def test_2d_embeddings_are_drawn_on_the_unit_circle(runs):
+    draw(runs, "--model", "vgg8_cosface", "--split", "val", "--keep-frames")
+    frames = iio.imread(runs / "vgg8_cosface_Validation_Embeddings.gif", index=None)
+    embeddings = np.load(runs / "all_vgg8_cosface_embeddings.npy")
+    assert embeddings.shape[-1] == 2 and frames.shape == (2, PANEL, PANEL, 3)
+    assert len(os.listdir(runs / "vgg8_cosface_Validation_frames")) == 2
+
+
+def test_a_circle_frame_puts_points_where_their_angle_says():
+    figure = EmbeddingFigure(["a", "b"], 30, dim=2)
+    points = np.array([[1.0, 0.0], [-1.0, 0.0]])
+    image = figure.render([(points, np.array([0, 1]), None, None)], "t").astype(int)
+    blue, orange = np.array([31, 119, 180]), np.array([255, 127, 14])
+    ys_b, xs_b = np.nonzero(np.abs(image - blue).sum(-1) < 40)
+    ys_o, xs_o = np.nonzero(np.abs(image - orange).sum(-1) < 40)
+    right = xs_b > PANEL / 2  # legend markers sit at the left edge; the class 0 point is on the right
+    assert right.any() and xs_o.min() < PANEL / 2
+    assert abs(ys_b[right].mean() - np.median(ys_o[xs_o > 60])) < 10  # both on the horizontal diameter
