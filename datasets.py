@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import torch
 from torchvision import datasets as tv_datasets
 
+from sampling import balanced_rows
+
 TORCHVISION_DATASETS = {
     "mnist": tv_datasets.MNIST,
     "fashion-mnist": tv_datasets.FashionMNIST,
@@ -174,20 +176,5 @@ def load_mnist_sample(seed):
 
 
 def balanced_sample(labels, n, seed):
-    """Indices of `n` samples with the classes as equal as possible, chosen with `seed`, sorted.
-
-    n = 0 or n >= len(labels) means all of them.
-    """
-    if n <= 0 or n >= len(labels):
-        return torch.arange(len(labels))
-    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
-    shuffled = labels[order]
-    # rank of each sample within its class in the shuffled order: 0, 1, 2, ... per class
-    rank = torch.empty_like(order)
-    for c in shuffled.unique():
-        members = (shuffled == c).nonzero().squeeze(1)
-        rank[members] = torch.arange(len(members))
-    # take rank 0 of every class, then rank 1 of every class, ...
-    key = rank * (int(labels.max()) + 1) + shuffled
-    chosen = order[torch.argsort(key, stable=True)[:n]]
-    return chosen.sort().values
+    """sampling.balanced_rows for a tensor of labels: n class-balanced indices, sorted (0: all)."""
+    return torch.from_numpy(balanced_rows(labels.numpy(), n, seed))

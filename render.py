@@ -21,6 +21,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 from PIL import Image  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
+SPLIT_TITLES = {"train": "Training", "val": "Validation"}
 PANEL_INCHES = 6.4    # at DPI 100: 640 x 640 pixels a panel, a multiple of 16 as video encoders want
 DPI = 100
 LAST_FRAME_MS = 3000  # the last frame holds so the final state can be read

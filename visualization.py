@@ -12,14 +12,12 @@ import sys
 
 import imageio.v3 as iio
 import numpy as np
+from tqdm import tqdm
 
 import render
 import run_files
 from cli import ArgumentParser, finite_float, positive
 from curves import has_metrics, plot_metrics
-
-SPLIT_TITLES = {"train": "Training", "val": "Validation"}
-
 
 def parse_args(argv=None):
     p = ArgumentParser(description=__doc__)
@@ -58,9 +56,11 @@ class Run:
 
     def __init__(self, model, embeddings, labels, meta):
         self.model, self.meta = model, meta
+        self.embeddings = embeddings
         self.points, valid = render.on_unit_sphere(embeddings)
         self.invalid = int(np.count_nonzero(~valid))
-        self.labels = np.where(valid, labels[None, :], -1)  # (frames, n)
+        self.labels_of_rows = labels  # (n,)
+        self.labels = np.where(valid, labels[None, :], -1)  # (frames, n); -1: not drawn
         self.history = meta["history"][:len(self.points)]
         self.weights = [entry.get("class_weights") for entry in self.history]
         self.dim = embeddings.shape[-1]
@@ -112,19 +112,19 @@ def animate(args, runs, split, name):
             panels.append((points[held], labels[held], run.weights[held], f"{run.model} - {title}"
                            if len(runs) > 1 else None))
             epoch_titles.append(title)
-        title = (f"{SPLIT_TITLES[split]} embeddings - epoch {frame}" if len(runs) > 1
-                 else f"{runs[0].model} - {SPLIT_TITLES[split]} - {epoch_titles[0]}")
+        title = (f"{render.SPLIT_TITLES[split]} embeddings - epoch {frame}" if len(runs) > 1
+                 else f"{runs[0].model} - {render.SPLIT_TITLES[split]} - {epoch_titles[0]}")
         jobs.append((panels, title, args.azim + args.rotate * frame if args.rotate else None))
     class_names = runs[0].meta["class_names"]
     palette = render.gif_palette(len(class_names))
     figure_options = {"class_names": class_names, "point_size": render.point_size(len(jobs[0][0][0][0])),
                       "dim": runs[0].dim, "panels": len(runs), "elevation": args.elev, "azimuth": args.azim}
-    frames = render.render_frames(jobs, figure_options, palette, args.workers, f"{name} {SPLIT_TITLES[split]}")
-    path = os.path.join(args.out_dir, f"{name}_{SPLIT_TITLES[split]}_Embeddings.{args.format}")
+    frames = render.render_frames(jobs, figure_options, palette, args.workers, f"{name} {render.SPLIT_TITLES[split]}")
+    path = os.path.join(args.out_dir, f"{name}_{render.SPLIT_TITLES[split]}_Embeddings.{args.format}")
     (render.write_gif if args.format == "gif" else render.write_mp4)(path, frames, palette, args.fps)
     written = [path]
     if args.keep_frames:
-        frame_dir = os.path.join(args.out_dir, f"{name}_{SPLIT_TITLES[split]}_frames")
+        frame_dir = os.path.join(args.out_dir, f"{name}_{render.SPLIT_TITLES[split]}_frames")
         os.makedirs(frame_dir, exist_ok=True)
         for epoch, frame in enumerate(frames):
             iio.imwrite(os.path.join(frame_dir, f"epoch_{epoch:03d}.png"), palette[frame])
@@ -151,13 +151,16 @@ def main(argv=None):
     if args.html:
         from interactive import write_html
 
-        for run in runs:
-            for split in splits:
-                path = os.path.join(args.out_dir, f"{run.model}_{SPLIT_TITLES[split]}_embeddings.html")
-                size = write_html(path, run.points, np.where(run.labels[0] >= 0, run.labels[0], 0), run.meta,
-                                  split, max_points=args.html_points)
-                print(f"{path}: {size / 1e6:.1f} MB")
-                written.append(path)
+        split = "train" if args.split == "train" else "val"
+        for run in tqdm(runs, desc="interactive pages", unit="page", leave=False):
+            if run.dim != 3:
+                print(f"warning: {run.model} has 2-D embeddings; the interactive page is for 3-D ones",
+                      file=sys.stderr)
+                continue
+            path = os.path.join(args.out_dir, f"{run.model}_embeddings.html")
+            size = write_html(path, run.embeddings, run.labels_of_rows, run.meta, split, args.html_points)
+            print(f"{path}: {size / 1e6:.1f} MB, {render.SPLIT_TITLES[split].lower()} split")
+            written.append(path)
     with_metrics = [run.meta for run in runs if has_metrics(run.meta)]
     if with_metrics:
         name = with_metrics[0]["model"] if len(with_metrics) == 1 else "comparison"

@@ -100,3 +100,12 @@ def test_a_circle_frame_puts_points_where_their_angle_says():
     right = xs_b > PANEL / 2  # legend markers sit at the left edge; the class 0 point is on the right
     assert right.any() and xs_o.min() < PANEL / 2
     assert abs(ys_b[right].mean() - np.median(ys_o[xs_o > 60])) < 10  # both on the horizontal diameter
+
+
+def test_html_writes_one_light_offline_page_per_3d_run_and_prints_its_size(runs):
+    result = draw(runs, "--model", "vgg8_arcface", "vgg8_cosface", "--split", "val", "--html", "--html-points", "50")
+    page = runs / "vgg8_arcface_embeddings.html"
+    assert f"wrote {page}" in result.stdout and f"{page}: " in result.stdout and " MB" in result.stdout
+    text = page.read_text()
+    assert "<script src=\"http" not in text and text.count('"name":"') >= 3  # frames embedded, no CDN
+    assert "2-D embeddings" in result.stderr and not (runs / "vgg8_cosface_embeddings.html").exists()

@@ -1,0 +1,171 @@
+"""Every saved epoch of a run as one interactive, self-contained HTML page: a 3-D scatter on the unit
+sphere that can be turned with the mouse, an epoch slider, a play button, and a legend that hides
+and shows classes. plotly.js is embedded, so the page works offline.
+
+    import interactive, run_files
+    embeddings, labels, meta = run_files.load_run("data", "vgg8_arcface")
+    interactive.write_html("data/vgg8_arcface_embeddings.html", embeddings, labels, meta, "val")
+"""
+
+import html
+
+import numpy as np
+from matplotlib.colors import to_hex
+
+import run_files
+from render import SPLIT_TITLES, class_colors, on_unit_sphere
+from sampling import balanced_rows
+
+DECIMALS = 4           # coordinates written to the page; 1e-4 of the radius is below a pixel
+AXIS_RANGE = [-1.05, 1.05]
+POINT_SIZE = 2.5       # marker diameter, pixels
+WEIGHT_SIZE = 7        # class weight markers, pixels
+PLAY_FRAME_MS = 125    # the GIF's pace
+
+
+def coordinates(points):
+    """(n, 3) -> {"x": [...], "y": [...], "z": [...]} as rounded Python floats.
+
+    Lists, not arrays: plotly writes numpy arrays as base64 doubles, which rounding cannot shorten.
+    """
+    points = np.round(np.asarray(points, np.float64).reshape(-1, 3), DECIMALS) + 0.0  # + 0.0: no "-0.0"
+    return {axis: points[:, i].tolist() for i, axis in enumerate("xyz")}
+
+
+def sphere_wireframe(meridians=12, parallels=7, steps=48):
+    """A faint unit-sphere wireframe: one line trace, its circles separated by None gaps."""
+    t = np.linspace(0, 2 * np.pi, steps + 1)
+    circles = []
+    for phi in np.arange(meridians) * np.pi / meridians:  # great circles through the poles
+        circles.append(np.stack([np.cos(phi) * np.cos(t), np.sin(phi) * np.cos(t), np.sin(t)], 1))
+    for theta in np.linspace(0, np.pi, parallels + 2)[1:-1]:  # circles of latitude
+        circles.append(np.stack([np.sin(theta) * np.cos(t), np.sin(theta) * np.sin(t),
+                                 np.full_like(t, np.cos(theta))], 1))
+    xyz = {axis: [] for axis in "xyz"}
+    for circle in circles:
+        for axis, values in coordinates(circle).items():
+            xyz[axis] += values + [None]
+    return {"type": "scatter3d", "mode": "lines", **xyz, "line": {"color": "rgb(200, 200, 200)", "width": 1},
+            "hoverinfo": "skip", "showlegend": False, "name": "unit sphere"}
+
+
+def frame_title(meta, split, entry):
+    accuracy = "" if entry.get("val_accuracy") is None else f" - val acc {entry['val_accuracy']:.1%}"
+    return f"{meta['model']} - {SPLIT_TITLES.get(split, split)} - epoch {entry['epoch']}{accuracy}"
+
+
+def build_figure(embeddings, labels, meta, split, max_points=2000, seed=0):
+    """The plotly figure, as a dict, of rows meta["splits"][split] of every frame.
+
+    embeddings (frames, n, 3) float, labels (n,) int. Traces: the sphere, one per class, then the class
+    weights when the history holds any; each frame moves the class traces and the weights.
+    """
+    embeddings, labels = np.asarray(embeddings), np.asarray(labels)
+    if embeddings.ndim != 3 or embeddings.shape[-1] != 3 or len(embeddings) == 0:
+        raise ValueError(f"embeddings of shape {embeddings.shape}: only 3-D embeddings (frames, n, 3) are drawn")
+    if max_points < 1:
+        raise ValueError(f"max_points must be at least 1, not {max_points}")
+    history = meta["history"][:len(embeddings)]
+    if len(history) < len(embeddings):
+        raise ValueError(f"{len(embeddings)} frames but a history of {len(history)} epochs")
+    class_names = [str(name) for name in meta["class_names"]]
+    colors = [to_hex(color) for color in class_colors(len(class_names))]
+    start, stop = meta["splits"][split]
+    rows = start + balanced_rows(labels[start:stop], max_points, seed)  # the same rows in every frame
+    points, valid = on_unit_sphere(embeddings[:, rows])  # (frames, rows, 3), (frames, rows)
+    row_labels = labels[rows]
+    members = [row_labels == c for c in range(len(class_names))]
+    # the indices only change from frame to frame when a frame leaves some points out
+    per_frame_indices = not valid.all()
+
+    def class_traces(k, with_indices):
+        """Frame k's points of each class; customdata: their row indices in the run, for the hover."""
+        traces = []
+        for member in members:
+            shown = member & valid[k]
+            trace = {"type": "scatter3d", **coordinates(points[k, shown])}
+            if with_indices:
+                trace["customdata"] = rows[shown].tolist()
+            traces.append(trace)
+        return traces
+
+    weights = [entry.get("class_weights") for entry in history]
+    has_weights = any(w is not None for w in weights)
+
+    def weight_trace(k):
+        if weights[k] is None:
+            return {"type": "scatter3d", "x": [], "y": [], "z": [], "text": [], "marker": {"color": []}}
+        unit, ok = on_unit_sphere(np.asarray(weights[k], np.float64))
+        ok = np.flatnonzero(ok)
+        return {"type": "scatter3d", **coordinates(unit[ok]), "text": [class_names[c] for c in ok],
+                "marker": {"color": [colors[c] for c in ok]}}
+
+    data = [sphere_wireframe()]
+    for c, trace in enumerate(class_traces(0, with_indices=True)):
+        trace.update(name=class_names[c], legendgroup=class_names[c], mode="markers",
+                     marker={"size": POINT_SIZE, "color": colors[c], "line": {"width": 0}},
+                     hovertemplate=f"class {class_names[c]}<br>sample %{{customdata}}<extra></extra>")
+        data.append(trace)
+    if has_weights:
+        trace = weight_trace(0)
+        trace.update(name="class weights", mode="markers",
+                     marker={**trace["marker"], "symbol": "diamond", "size": WEIGHT_SIZE,
+                             "line": {"color": "black", "width": 1.5}},
+                     hovertemplate="class weight %{text}<extra></extra>")
+        data.append(trace)
+    moved = list(range(1, len(data)))  # every trace but the sphere
+
+    frames = []
+    for k, entry in enumerate(history):
+        frame_data = class_traces(k, per_frame_indices) + ([weight_trace(k)] if has_weights else [])
+        frames.append({"name": str(k), "data": frame_data, "traces": moved,
+                       "layout": {"title": {"text": frame_title(meta, split, entry)}}})
+
+    def animate(frame_names, frame_ms):
+        """The args of Plotly.animate: go to (or play through) frame_names, frame_ms per frame."""
+        return [frame_names, {"mode": "immediate", "fromcurrent": True, "transition": {"duration": 0},
+                              "frame": {"duration": frame_ms, "redraw": True}}]
+
+    axis = {"range": AXIS_RANGE, "autorange": False, "tickvals": [-1, 0, 1], "zeroline": False,
+            "showspikes": False, "backgroundcolor": "white"}
+    layout = {
+        "title": {"text": frames[0]["layout"]["title"]["text"], "x": 0.5},
+        "template": "plotly_white",
+        "scene": {"xaxis": {**axis, "title": {"text": "x"}}, "yaxis": {**axis, "title": {"text": "y"}},
+                  "zaxis": {**axis, "title": {"text": "z"}}, "aspectmode": "cube",
+                  "camera": {"eye": {"x": 1.25, "y": -1.25, "z": 0.6}}},
+        "legend": {"itemsizing": "constant", "title": {"text": "class"},  # a click hides or shows one
+                   # inside the plot: a legend in the margin moves the plot area, and the slider's grip
+                   # is then placed for the old width (plotly.js 4.1) and overshoots the rail
+                   "x": 1, "xanchor": "right", "y": 1, "yanchor": "top", "bgcolor": "rgba(255, 255, 255, 0.6)"},
+        "margin": {"l": 0, "r": 0, "t": 50, "b": 100},  # the bottom one holds the slider
+        "uirevision": "keep",  # the camera stays where the user turned it
+        "updatemenus": [{
+            "type": "buttons", "direction": "left", "showactive": False, "x": 0.0, "y": 0.0,
+            "xanchor": "left", "yanchor": "top", "pad": {"t": 45, "r": 10},
+            "buttons": [
+                {"label": "▶ Play", "method": "animate", "args": animate(None, PLAY_FRAME_MS)},
+                {"label": "❚❚ Pause", "method": "animate", "args": animate([None], 0)},
+            ],
+        }],
+        "sliders": [{
+            "active": 0, "x": 0.2, "len": 0.8, "y": 0.0, "yanchor": "top", "pad": {"t": 30},
+            "currentvalue": {"prefix": "epoch ", "visible": True, "xanchor": "left"},
+            "steps": [{"label": str(entry["epoch"]), "method": "animate", "args": animate([str(k)], 0)}
+                      for k, entry in enumerate(history)],
+        }],
+    }
+    return {"data": data, "layout": layout, "frames": frames}
+
+
+def write_html(path, embeddings, labels, meta, split, max_points=2000, seed=0):
+    """Writes the page of build_figure(...) to path, plotly.js included; returns its size in bytes."""
+    import plotly.io as pio
+
+    page = pio.to_html(build_figure(embeddings, labels, meta, split, max_points, seed), include_plotlyjs=True,
+                       full_html=True, auto_play=False, validate=True, default_width="100%", default_height="100%",
+                       config={"displaylogo": False}, div_id="sphere")
+    title = html.escape(f"{meta['model']} - {SPLIT_TITLES.get(split, split)}")
+    page = page.replace("<head>", f"<head><title>{title}</title><style>body {{margin: 0}}</style>", 1).encode()
+    run_files.atomic_write(path, lambda f: f.write(page))
+    return len(page)
