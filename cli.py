@@ -14,35 +14,23 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def positive(kind):
-    """An option type: int or float, greater than zero."""
+def number(kind, is_valid, requirement):
+    """An option type: text -> kind, refused unless is_valid(value), the refusal saying `requirement`."""
     def parse(text):
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-        if not 0 < value < float("inf"):
-            raise argparse.ArgumentTypeError(f"must be positive and finite, got {text}")
+        if not is_valid(value):
+            raise argparse.ArgumentTypeError(f"must be {requirement}, got {text}")
         return value
-    parse.__name__ = f"positive {kind.__name__}"
+    parse.__name__ = f"{requirement} {kind.__name__}"  # argparse names the type by it
     return parse
 
 
-def non_negative_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
-    return value
+def positive(kind):
+    return number(kind, lambda value: 0 < value < math.inf, "positive and finite")
 
 
-def finite_float(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be finite, got {text}")
-    return value
+non_negative_int = number(int, lambda value: value >= 0, "0 or more")
+finite_float = number(float, math.isfinite, "finite")
