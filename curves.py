@@ -34,10 +34,10 @@ def plot_metrics(metas, path):
     """One panel per metric, one line per run."""
     fig, axes = plt.subplots(len(PANELS), 1, figsize=(7, 2.4 * len(PANELS)), sharex=True, dpi=100)
     for ax, (key, title, unit) in zip(axes, PANELS):
-        for meta in metas:
+        for index, meta in enumerate(metas):
             epochs, values = series(meta["history"], key)
-            if not np.isnan(values).all():
-                ax.plot(epochs, values, label=meta["model"], linewidth=1.5)
+            if not np.isnan(values).all():  # a run keeps its color in every panel
+                ax.plot(epochs, values, label=meta["model"], color=f"C{index}", linewidth=1.5)
         ax.set_title(title, fontsize=10)
         ax.set_ylabel(unit)
         ax.grid(alpha=0.3)

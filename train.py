@@ -257,7 +257,7 @@ def main(argv=None):
           + (f"; resuming after epoch {first_epoch - 1}" if args.resume else ""))
     print(f"{model.head}\n{'epoch':>5} {'train_loss':>10} {'val_loss':>9} {'val_acc':>8} {'ncm_acc':>8} "
           f"{'spread':>7} {'separation':>10} {'seconds':>8}")
-    epoch = first_epoch
+    epoch, last_saved = first_epoch, first_epoch - 1
     try:
         with SignalGuard() as guard:
             for epoch in range(first_epoch, args.epochs + 1):
@@ -294,18 +294,18 @@ def main(argv=None):
                         "shuffle_rng_state": shuffle_generator.get_state(), "epoch": epoch,
                         "best_val_loss": best_val_loss, "history": meta["history"],
                         "options": vars(args), "dataset": data.name})
+                last_saved = epoch
                 train_text = "-" if train_loss is None else f"{train_loss:.4f}"
-                separation = shape["min_inter_class_deg"]
+                separation = "-" if shape["min_inter_class_deg"] is None else f"{shape['min_inter_class_deg']:.1f}°"
                 print(f"{epoch:>5} {train_text:>10} {val_loss:>9.4f} {val_accuracy:>8.2%} "
-                      f"{shape['ncm_accuracy']:>8.2%} {shape['intra_class_deg']:>6.1f}\N{DEGREE SIGN} "
-                      f"{'-' if separation is None else f'{separation:.1f}' + chr(176):>10} {seconds:>8.1f}",
-                      flush=True)
+                      f"{shape['ncm_accuracy']:>8.2%} {shape['intra_class_deg']:>6.1f}° {separation:>10} "
+                      f"{seconds:>8.1f}", flush=True)
     except Stop as stop:
-        print(f"\nstopped by {stop} during epoch {epoch}; {saved_epochs(epoch)} saved in {args.out_dir}; "
+        print(f"\nstopped by {stop} during epoch {epoch}; {saved_epochs(last_saved)} saved in {args.out_dir}; "
               f"resume with: {resume_command(argv)}", file=sys.stderr)
         return 128 + stop.signum
     except Diverged as diverged:
-        raise SystemExit(f"error: training diverged at epoch {epoch}, {diverged}; {saved_epochs(epoch)} "
+        raise SystemExit(f"error: training diverged at epoch {epoch}, {diverged}; {saved_epochs(last_saved)} "
                          f"saved in {args.out_dir}; try a lower --lr")
 
     paths = run_files.run_paths(args.out_dir, args.model)
@@ -320,9 +320,8 @@ def head_description(head):
     return {"kind": "margin", "s": head.s, "m1": head.m1, "m2": head.m2, "m3": head.m3}
 
 
-def saved_epochs(interrupted_epoch):
-    done = interrupted_epoch - 1
-    return "nothing was" if done < 0 else f"epoch 0 was" if done == 0 else f"epochs 0-{done} were"
+def saved_epochs(last_saved):
+    return "nothing was" if last_saved < 0 else "epoch 0 was" if last_saved == 0 else f"epochs 0-{last_saved} were"
 
 
 def resume_command(argv):
