@@ -217,4 +217,4 @@ def write_mp4(path, frames, palette, fps):
     """H.264 video at fps frames a second; the last frame is repeated to hold LAST_FRAME_MS."""
     hold = [frames[-1]] * max(round(LAST_FRAME_MS / 1000 * fps) - 1, 0)
     iio.imwrite(path, palette[np.stack([*frames, *hold])], plugin="FFMPEG", fps=fps, codec="libx264",
-                quality=7, macro_block_size=16)
+                quality=5, macro_block_size=16)
