@@ -116,4 +116,13 @@ def build_head(model_name, in_features, num_classes, scale=None, margin=None, m1
     if given and head_class is Softmax:
         raise ValueError(f"{model_name} has neither scale nor margin; {', '.join(given)} cannot be set")
     params.update(given)
+    if head_class is MarginHead:
+        check_margins(params.get("s", 15.0), params.get("m1", 1.0), params.get("m2", 0.0), params.get("m3", 0.0))
     return head_class(in_features, num_classes, **params)
+
+
+def check_margins(s, m1, m2, m3):
+    """Margins that make the target harder, never easier, and keep it decreasing in theta."""
+    if not (s > 0 and m1 >= 1 and 0 <= m2 < math.pi and m3 >= 0):
+        raise ValueError(f"margins out of range (s={s}, m1={m1}, m2={m2}, m3={m3}): "
+                         "s > 0, m1 >= 1, 0 <= m2 < pi and m3 >= 0 are needed")

@@ -16,6 +16,14 @@ if [[ "${1:-}" == "--all" ]]; then
     MODELS=("${FAMILY[@]}")
     shift
 fi
+OUT_DIR=data  # train.py's default; an --out-dir given to train.py is drawn from too
+args=("$@")
+for ((i = 0; i < ${#args[@]}; i++)); do
+    case "${args[i]}" in
+        --out-dir) OUT_DIR="${args[i + 1]:-data}" ;;
+        --out-dir=*) OUT_DIR="${args[i]#--out-dir=}" ;;
+    esac
+done
 
 step="installing requirements"
 "$PYTHON" -m pip install -q -r requirements.txt
@@ -28,10 +36,10 @@ done
 
 step="drawing ${MODELS[*]}"
 echo "== $step"
-"$PYTHON" visualization.py --model "${MODELS[@]}"
+"$PYTHON" visualization.py --model "${MODELS[@]}" --out-dir "$OUT_DIR"
 
 echo "GIFs:"
 for model in "${MODELS[@]}"; do
-    echo "  data/${model}_Training_Embeddings.gif"
-    echo "  data/${model}_Validation_Embeddings.gif"
+    echo "  $OUT_DIR/${model}_Training_Embeddings.gif"
+    echo "  $OUT_DIR/${model}_Validation_Embeddings.gif"
 done

@@ -90,29 +90,33 @@ def check_writable(out_dir):
 def load_run(out_dir, model_name):
     """Returns (embeddings, labels, meta) of a run, checked against each other."""
     paths = run_paths(out_dir, model_name)
-    missing = [path for key in ("embeddings", "labels", "meta") if not os.path.exists(path := paths[key])]
+    missing = [path for key in ("embeddings", "labels") if not os.path.exists(path := paths[key])]
     if missing:
         runs = sorted(name[len("all_"):-len("_meta.json")] for name in os.listdir(out_dir)
                       if name.startswith("all_") and name.endswith("_meta.json")) if os.path.isdir(out_dir) else []
         found = f"; runs there: {', '.join(runs)}" if runs else ""
         raise RunFileError(f"no run of {model_name} in {out_dir} ({missing[0]} is missing){found}; make one with: "
                            f"python train.py --model {model_name} --out-dir {out_dir}")
-    embeddings = load_npy(paths["embeddings"])
+    embeddings = load_npy(paths["embeddings"])  # the seed repository's pickles stop here, before the meta
     labels = load_npy(paths["labels"])
     check_arrays(embeddings, labels, paths["embeddings"], paths["labels"])
+    if not os.path.exists(paths["meta"]):
+        raise RunFileError(f"{paths['meta']} is missing; make the run again with: "
+                           f"python train.py --model {model_name} --out-dir {out_dir}")
     try:
         with open(paths["meta"], "rb") as f:
             meta = json.loads(f.read())
         # every field that drawing reads is read here, so that a damaged file fails with its name
         n_frames = int(meta["epochs_completed"]) + 1
-        n_train, n = int(meta["splits"]["train"][1]), int(meta["splits"]["val"][1])
+        (train_start, n_train), (val_start, n) = ([int(i) for i in meta["splits"][split]] for split in ("train", "val"))
         history = [(int(entry["epoch"]), float(entry["val_accuracy"])) for entry in meta["history"][:n_frames]]
         class_names = [str(name) for name in meta["class_names"]]
         int(meta["options"]["epochs"]), str(meta["model"])
     except (ValueError, KeyError, TypeError, IndexError, AttributeError) as error:
         raise RunFileError(f"{paths['meta']} is not a valid run description ({type(error).__name__}: {error})") from None
-    if len(labels) != n or not 0 <= n_train <= n:
-        raise RunFileError(f"{paths['meta']} describes {n} points, the arrays hold {len(labels)}")
+    if len(labels) != n or train_start != 0 or val_start != n_train or not 0 <= n_train <= n:
+        raise RunFileError(f"{paths['meta']} describes {n} points split at {n_train}, "
+                           f"the arrays hold {len(labels)}")
     if n_frames < 1 or len(embeddings) < n_frames or len(history) < n_frames:
         raise RunFileError(f"{paths['meta']} says {n_frames - 1} epochs were completed but "
                            f"{paths['embeddings']} holds {len(embeddings)} frames and the history {len(history)}")

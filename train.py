@@ -80,11 +80,10 @@ def select_precision(name, device):
 # ---------------------------------------------------------------- training and evaluation
 
 class Diverged(Exception):
-    """The training loss became NaN or infinite."""
+    """The loss or the embeddings became NaN or infinite; `where`: "step 17", say."""
 
-    def __init__(self, step, loss):
-        super().__init__(f"step {step} (loss {loss})")
-        self.step, self.loss = step, loss
+    def __init__(self, where, loss):
+        super().__init__(f"{where} (loss {loss})")
 
 
 def to_input(images, device):
@@ -108,7 +107,7 @@ def train_one_epoch(model, images, labels, optimizer, batch_size, generator, dev
         loss = F.cross_entropy(logits, targets)
         loss_value = loss.item()
         if not math.isfinite(loss_value):  # stop before the weights are spoiled
-            raise Diverged(step, loss_value)
+            raise Diverged(f"step {step}", loss_value)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -174,19 +173,24 @@ class SignalGuard:
             raise Stop(self.pending)
 
 
-RESUME_MUST_MATCH = ("model", "scale", "margin", "m1", "m2", "m3", "seed", "batch_size", "lr", "train_points",
-                     "embedding_dim")
+RESUME_MUST_MATCH = ("model", "seed", "batch_size", "lr", "train_points", "embedding_dim")
+RESUME_KEYS = ("options", "dataset", "head", "precision", "epoch", "history", "best_val_loss", "model_state",
+               "optimizer_state", "torch_rng_state", "shuffle_rng_state")
 
 
-def load_resume_state(args, dataset_name, points_labels):
-    """The last completed epoch's state and embeddings, refused when the run differs from `args`."""
+def load_resume_state(args, dataset_name, head, precision, points_labels):
+    """The last completed epoch's state and embeddings, refused when the run differs from this one."""
     paths = run_files.run_paths(args.out_dir, args.model)
     state = run_files.load_checkpoint(paths["resume"], f"start one with: python train.py --model {args.model}")
+    if not isinstance(state, dict) or any(key not in state for key in RESUME_KEYS):
+        raise run_files.RunFileError(f"{paths['resume']} is not a checkpoint to resume from")
     saved = state["options"]
-    differences = [f"--{key.replace('_', '-')} {saved[key]} (now {getattr(args, key)})"
-                   for key in RESUME_MUST_MATCH if saved[key] != getattr(args, key)]
-    if state["dataset"] != dataset_name:
-        differences.append(f"dataset {state['dataset']} (now {dataset_name})")
+    differences = [f"--{key.replace('_', '-')} {saved.get(key)} (now {getattr(args, key)})"
+                   for key in RESUME_MUST_MATCH if saved.get(key) != getattr(args, key)]
+    for name, then, now in (("dataset", state["dataset"], dataset_name), ("head", state["head"], head),
+                            ("precision", state["precision"], precision)):
+        if then != now:
+            differences.append(f"{name} {describe(then)} (now {describe(now)})")
     if differences:
         raise run_files.RunFileError(f"cannot resume: the run in {args.out_dir} was made with "
                                      f"{', '.join(differences)}")
@@ -240,7 +244,8 @@ def main(argv=None):
     first_epoch, best_val_loss = 0, float("inf")
     if args.resume:
         try:
-            state, saved_embeddings = load_resume_state(args, data.name, points_labels.numpy())
+            state, saved_embeddings = load_resume_state(args, data.name, meta["head"], precision,
+                                                        points_labels.numpy())
         except run_files.RunFileError as error:
             raise SystemExit(f"error: {error}")
         model.load_state_dict(state["model_state"])
@@ -270,6 +275,8 @@ def main(argv=None):
                 embeddings, losses, correct = evaluate(model, points_images, points_labels,
                                                        args.eval_batch_size, device, precision)
                 val_loss, val_accuracy = losses[is_val].mean().item(), correct[is_val].float().mean().item()
+                if not (math.isfinite(val_loss) and np.isfinite(embeddings).all()):  # keep the last good files
+                    raise Diverged("in the evaluation after it", val_loss)
                 weights = unit(model.head.weight.detach().cpu().numpy()) if model.head.uses_cosine else None
                 shape = geometry(embeddings[:n_train], points_labels[:n_train].numpy(), embeddings[n_train:],
                                  points_labels[n_train:].numpy(), NUM_CLASSES, weights)
@@ -280,7 +287,7 @@ def main(argv=None):
                 meta["history"].append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
                                         "val_accuracy": val_accuracy, **shape, "seconds": seconds,
                                         "class_weights": None if weights is None else weights.round(6).tolist()})
-                with guard.saving_files():
+                with guard.saving_files(), saving_to(args.out_dir, last_saved):
                     if epoch > 0 and val_loss < best_val_loss:
                         best_val_loss = val_loss
                         run_files.save_checkpoint(args.out_dir, args.model, "checkpoint", {
@@ -293,8 +300,9 @@ def main(argv=None):
                         "torch_rng_state": torch.get_rng_state(),
                         "shuffle_rng_state": shuffle_generator.get_state(), "epoch": epoch,
                         "best_val_loss": best_val_loss, "history": meta["history"],
-                        "options": vars(args), "dataset": data.name})
-                last_saved = epoch
+                        "options": vars(args), "dataset": data.name, "head": meta["head"],
+                        "precision": precision})
+                    last_saved = epoch
                 train_text = "-" if train_loss is None else f"{train_loss:.4f}"
                 separation = "-" if shape["min_inter_class_deg"] is None else f"{shape['min_inter_class_deg']:.1f}°"
                 print(f"{epoch:>5} {train_text:>10} {val_loss:>9.4f} {val_accuracy:>8.2%} "
@@ -311,6 +319,21 @@ def main(argv=None):
     paths = run_files.run_paths(args.out_dir, args.model)
     print(f"wrote {paths['embeddings']}, {paths['labels']}, {paths['meta']}, {paths['checkpoint']}")
     return 0
+
+
+def describe(value):
+    """{"kind": "margin", "s": 15.0} -> "kind=margin s=15.0"; anything else as it is."""
+    return " ".join(f"{k}={v}" for k, v in value.items()) if isinstance(value, dict) else str(value)
+
+
+@contextlib.contextmanager
+def saving_to(out_dir, last_saved):
+    """A failed write (a full disk, a folder taken away) ends training with one line, the files kept."""
+    try:
+        yield
+    except OSError as error:
+        raise SystemExit(f"error: cannot save to {out_dir} ({error.strerror or error}); "
+                         f"{saved_epochs(last_saved)} saved there") from None
 
 
 def head_description(head):

@@ -1,5 +1,6 @@
 import os
 import struct
+import subprocess
 import sys
 
 import numpy as np
@@ -58,3 +59,12 @@ def no_network(monkeypatch):
         raise urllib.error.URLError("network disabled by the test")
 
     monkeypatch.setattr(urllib.request, "urlopen", refuse)
+
+
+def run_script(script, *args, check=True, timeout=300):
+    """Runs train.py or visualization.py as a user does; with check, a failure shows its output."""
+    result = subprocess.run([sys.executable, os.path.join(ROOT, script), *map(str, args)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=timeout)
+    if check:
+        assert result.returncode == 0, f"{script} failed:\n{result.stdout}\n{result.stderr}"
+    return result

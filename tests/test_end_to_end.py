@@ -12,17 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT
+from conftest import ROOT, run_script
 from render import gif_durations
 
 EPOCHS = 2
-
-
-def run_script(script, *args, timeout=300):
-    result = subprocess.run([sys.executable, os.path.join(ROOT, script), *args], cwd=ROOT,
-                            capture_output=True, text=True, timeout=timeout)
-    assert result.returncode == 0, f"{script} failed:\n{result.stdout}\n{result.stderr}"
-    return result
 
 
 def train_args(data_dir, out_dir, *extra):

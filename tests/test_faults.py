@@ -11,18 +11,15 @@ import time
 
 import numpy as np
 import pytest
-import torch
 
-from conftest import ROOT, write_idx, write_mnist_layout
+from conftest import ROOT, run_script, write_idx, write_mnist_layout
 from run_files import load_run
 
-TRAIN = os.path.join(ROOT, "train.py")
-DRAW = os.path.join(ROOT, "visualization.py")
+TRAIN, DRAW = "train.py", "visualization.py"
 
 
-def run(script, *args, timeout=300):
-    return subprocess.run([sys.executable, script, *map(str, args)], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout)
+def run(script, *args):
+    return run_script(script, *args, check=False)
 
 
 def assert_clean_error(result, *fragments, code=None):
@@ -63,6 +60,8 @@ def test_resumed_run_is_bit_identical_to_an_uninterrupted_one(tiny_mnist, tmp_pa
     ("--train-points", "50", "--train-points 100 (now 50)"),
     ("--seed", "1", "--seed 58 (now 1)"),
     ("--dataset", "mnist-sample", "dataset mnist (now mnist-sample)"),
+    ("--m2", "0.3", "head kind=margin s=15.0 m1=1.0 m2=0.5 m3=0.0 (now kind=margin s=15.0 m1=1.0 m2=0.3"),
+    ("--precision", "fp32", "precision bf16 (now fp32)"),
 ])
 def test_resume_refuses_a_run_made_otherwise_and_names_the_difference(tiny_mnist, tmp_path, flag, value, message):
     assert run(TRAIN, *tiny_args(tiny_mnist, tmp_path, "--epochs", "1")).returncode == 0
@@ -71,7 +70,7 @@ def test_resume_refuses_a_run_made_otherwise_and_names_the_difference(tiny_mnist
 
 
 def start_training(data_dir, out_dir, epochs=1000):
-    return subprocess.Popen([sys.executable, TRAIN, *tiny_args(data_dir, str(out_dir), "--epochs", str(epochs))],
+    return subprocess.Popen([sys.executable, os.path.join(ROOT, TRAIN), *tiny_args(data_dir, str(out_dir), "--epochs", str(epochs))],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -101,6 +100,23 @@ def test_signal_stops_at_once_keeps_the_epochs_and_says_how_to_resume(tiny_mnist
     assert len(embeddings) == meta["epochs_completed"] + 1 >= 3
     resumed = run(TRAIN, *tiny_args(tiny_mnist, tmp_path, "--epochs", str(meta["epochs_completed"] + 1), "--resume"))
     assert resumed.returncode == 0, resumed.stderr
+
+
+def test_a_save_that_fails_ends_in_one_line_and_keeps_the_epochs_done(tiny_mnist, tmp_path):
+    process = start_training(tiny_mnist, tmp_path)
+    try:
+        wait_for_epoch(tmp_path, 1)
+        meta_path = tmp_path / "all_vgg8_arcface_meta.json"
+        meta_path.unlink()
+        meta_path.mkdir()  # the next save cannot replace it, as with a full disk
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    lines = [line for line in stderr.splitlines() if line.strip() and "%|" not in line]
+    assert process.returncode == 1 and "Traceback" not in stderr
+    assert len(lines) == 1 and "cannot save to" in lines[0] and "were saved there" in lines[0]
+    embeddings = np.load(tmp_path / "all_vgg8_arcface_embeddings.npy")
+    assert len(embeddings) >= 2 and np.isfinite(embeddings).all()
 
 
 def test_signals_during_a_save_wait_for_the_save_to_finish():
@@ -249,6 +265,9 @@ def npy_path(out_dir, kind="embeddings"):
     (lambda d: (d / "all_vgg8_arcface_meta.json").write_text(
         (d / "all_vgg8_arcface_meta.json").read_text().replace('"val": [\n   100,\n   200', '"val": [100, 250')),
      ["describes 250 points"]),
+    (lambda d: (d / "all_vgg8_arcface_meta.json").write_text(
+        (d / "all_vgg8_arcface_meta.json").read_text().replace('"val": [\n   100,', '"val": [\n   90,')),
+     ["split at 100"]),
 ])
 def test_damaged_or_inconsistent_runs_are_refused(run_copy, damage, fragments):
     damage(run_copy)
@@ -268,8 +287,7 @@ def write_seed_layout(out_dir, epochs=3, n_train=40, n_val=20):
 def test_pickled_seed_files_are_refused_by_default_and_drawn_when_allowed(tmp_path):
     import imageio.v3 as iio
 
-    write_seed_layout(tmp_path)
-    (tmp_path / "all_vgg8_arcface_meta.json").write_text("{}")
+    write_seed_layout(tmp_path)  # two .npy files, no meta: what the seed repository wrote
     assert_clean_error(draw(tmp_path), "pickled", "--allow-pickle", code=1)
     assert not list(tmp_path.glob("*.gif"))
     result = draw(tmp_path, "--allow-pickle")

@@ -87,15 +87,26 @@ def test_target_logit_decreases_in_theta_everywhere(m1, m2, m3):
         assert target.diff().abs().max() < 0.01
 
 
+ZERO_MARGIN = {"vgg8_normface": {}, "vgg8_sphereface": {"margin": 1.0}, "vgg8_cosface": {"margin": 0.0},
+               "vgg8_arcface": {"margin": 0.0}, "vgg8_combined": {"m2": 0.0, "m3": 0.0}}
+
+
 @pytest.mark.parametrize("name", MARGIN_PRESETS)
 def test_zero_margin_is_normface(name):
     weights, points = unit_weights_and_points(ANGLES)
-    zero = {"m1": 1.0, "m2": 0.0, "m3": 0.0}
-    head = with_weights(build_head(name, 3, 4, **zero), weights)
+    head = with_weights(build_head(name, 3, 4, **ZERO_MARGIN[name]), weights)
     normface = with_weights(build_head("vgg8_normface", 3, 4), weights)
     labels = torch.zeros(len(ANGLES), dtype=torch.long)
     torch.testing.assert_close(head(points, labels), normface(points, labels), atol=ATOL, rtol=0)
     torch.testing.assert_close(normface(points, labels), normface(points), atol=ATOL, rtol=0)
+    cosine = torch.cos(torch.tensor(ANGLES, dtype=torch.float64))
+    torch.testing.assert_close(margin_target(cosine, 1.0, 0.0, 0.0), cosine, atol=1e-7, rtol=0)
+
+
+@pytest.mark.parametrize("margins", [{"m2": -0.5}, {"m1": 0.5}, {"m3": -0.1}, {"m2": 3.2}, {"scale": 0.0}])
+def test_margins_that_would_make_the_target_easier_are_refused(margins):
+    with pytest.raises(ValueError, match="out of range"):
+        build_head("vgg8_combined", 3, 10, **margins)
 
 
 @pytest.mark.parametrize("name", MARGIN_PRESETS)
@@ -114,13 +125,17 @@ def test_gradients_are_finite_on_and_opposite_to_the_class_weight(name, dtype, s
 @pytest.mark.parametrize("name", MARGIN_PRESETS)
 def test_gradients_are_finite_under_bf16_autocast_with_embeddings_on_the_weights(name):
     torch.manual_seed(0)
-    model = build_model(name)
-    with torch.no_grad():  # the embeddings' direction: class 0's weight, or its opposite
-        embeddings = model.embed(torch.randn(4, 1, 28, 28))
+    model = build_model(name).eval()  # eval: the same images give the same embeddings twice
+    images = torch.randn(4, 1, 28, 28)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        embeddings = model.embed(images)
+    with torch.no_grad():  # class 0's weight on embedding 0, class 1's opposite to embedding 1
         model.head.weight[0] = embeddings[0]
         model.head.weight[1] = -embeddings[1]
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        logits, _ = model(torch.randn(4, 1, 28, 28), torch.tensor([0, 1, 2, 3]))
+        logits, _ = model(images, torch.tensor([0, 1, 2, 3]))
+        cosines = model.head(model.embed(images)) / model.head.s
+    assert cosines[0, 0].item() == pytest.approx(1.0, abs=1e-6) and cosines[1, 1].item() == pytest.approx(-1.0, abs=1e-6)
     torch.nn.functional.cross_entropy(logits, torch.tensor([0, 1, 2, 3])).backward()
     assert logits.dtype == torch.float32 and torch.isfinite(logits).all()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)

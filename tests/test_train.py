@@ -4,6 +4,7 @@ import numpy as np
 import torch
 
 import train
+from metrics import angle_deg
 from models import build_model
 
 
@@ -13,11 +14,6 @@ def test_inputs_are_scaled_to_minus_one_one_in_channels_last():
     assert inputs.shape == (1, 1, 2, 2) and inputs.dtype == torch.float32
     torch.testing.assert_close(inputs[0, 0], torch.tensor([[-1.0, 1.0], [-0.6, 0.6]]))
     assert inputs.is_contiguous(memory_format=torch.channels_last)
-
-
-def angles_degrees(a, b):
-    cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
-    return np.degrees(np.arccos(np.clip(cos, -1, 1)))
 
 
 def test_bf16_and_fp32_training_give_embeddings_that_agree(mnist_digits):
@@ -35,8 +31,8 @@ def test_bf16_and_fp32_training_give_embeddings_that_agree(mnist_digits):
                               torch.device("cpu"), precision, None)  # 8 steps
         after, _, _ = train.evaluate(model, probe_images, probe_labels, 256, torch.device("cpu"), precision)
         results[precision] = before, after
-    moved = np.median(angles_degrees(results["fp32"][0], results["fp32"][1]))
-    apart = np.median(angles_degrees(results["fp32"][1], results["bf16"][1]))
+    moved = np.median(angle_deg(results["fp32"][0], results["fp32"][1]))
+    apart = np.median(angle_deg(results["fp32"][1], results["bf16"][1]))
     assert moved > 10, f"training barely moved the embeddings ({moved:.1f} deg)"
     assert apart < moved / 10, f"bf16 and fp32 embeddings differ by {apart:.2f} deg (training moved them {moved:.1f})"
     assert math.isfinite(apart)

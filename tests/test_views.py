@@ -1,24 +1,15 @@
 """The other views: side-by-side comparison, MP4, a turning camera, fixed views, 2-D circles."""
 
 import os
-import subprocess
-import sys
 
 import imageio.v3 as iio
 import numpy as np
 import pytest
 
-from conftest import ROOT
+from conftest import run_script
 from render import EmbeddingFigure, on_unit_sphere
 
 PANEL = 640  # pixels
-
-
-def run(script, *args):
-    result = subprocess.run([sys.executable, os.path.join(ROOT, script), *map(str, args)], cwd=ROOT,
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
-    return result
 
 
 @pytest.fixture(scope="module")
@@ -26,14 +17,14 @@ def runs(tiny_mnist, tmp_path_factory):
     """arcface for 2 epochs, softmax for 1, and a 2-D arcface run, in one folder."""
     out_dir = tmp_path_factory.mktemp("views")
     common = ["--data-dir", tiny_mnist, "--out-dir", out_dir, "--train-points", "100", "--batch-size", "64"]
-    run("train.py", "--model", "vgg8_arcface", "--epochs", "2", *common)
-    run("train.py", "--model", "vgg8_softmax", "--epochs", "1", *common)
-    run("train.py", "--model", "vgg8_cosface", "--epochs", "1", "--embedding-dim", "2", *common)
+    run_script("train.py", "--model", "vgg8_arcface", "--epochs", "2", *common)
+    run_script("train.py", "--model", "vgg8_softmax", "--epochs", "1", *common)
+    run_script("train.py", "--model", "vgg8_cosface", "--epochs", "1", "--embedding-dim", "2", *common)
     return out_dir
 
 
 def draw(out_dir, *args):
-    return run("visualization.py", "--out-dir", out_dir, "--workers", "2", *args)
+    return run_script("visualization.py", "--out-dir", out_dir, "--workers", "2", *args)
 
 
 def test_comparison_has_one_panel_per_run_and_the_shorter_run_holds_its_last_frame(runs):
