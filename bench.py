@@ -79,16 +79,14 @@ def part_train_ours(args):
     import torch
 
     import train
-    from datasets import balanced_sample, load_dataset
+    from datasets import load_dataset
     from models import build_model
 
     device, precision = torch.device("cpu"), train.select_precision("auto", torch.device("cpu"))
     data = load_dataset(args.dataset, args.data_dir, seed=58)
     defaults = train.parse_args([])
-    sample = balanced_sample(data.train_labels, defaults.train_points, 58)
-    points_images = torch.cat([data.train_images[sample], data.val_images])
-    points_labels = torch.cat([data.train_labels[sample], data.val_labels])
-    is_val = torch.arange(len(points_labels)) >= len(sample)
+    points_images, points_labels, n_train = train.saved_points(data, defaults.train_points, 58)
+    is_val = torch.arange(len(points_labels)) >= n_train
     torch.manual_seed(58)
     model = build_model("vgg8_arcface").to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=defaults.lr)

@@ -79,6 +79,16 @@ def select_precision(name, device):
 
 # ---------------------------------------------------------------- training and evaluation
 
+def saved_points(data, train_points, seed):
+    """The images whose embeddings are saved every epoch, in a fixed order: a class-balanced
+    sample of train_points training images (0: all), then the whole validation split.
+    Returns (images, labels, n_train)."""
+    sample = balanced_sample(data.train_labels, train_points, seed)
+    images = torch.cat([data.train_images[sample], data.val_images])
+    labels = torch.cat([data.train_labels[sample], data.val_labels])
+    return images, labels, len(sample)
+
+
 class Diverged(Exception):
     """The loss or the embeddings became NaN or infinite; `where`: "step 17", say."""
 
@@ -225,11 +235,8 @@ def main(argv=None):
     except (DatasetError, run_files.RunFileError) as error:
         raise SystemExit(f"error: {error}")
 
-    # The saved points: a fixed class-balanced training sample, then the whole validation split.
-    sample = balanced_sample(data.train_labels, args.train_points, args.seed)
-    points_images = torch.cat([data.train_images[sample], data.val_images])
-    points_labels = torch.cat([data.train_labels[sample], data.val_labels])
-    n_train, n = len(sample), len(points_labels)
+    points_images, points_labels, n_train = saved_points(data, args.train_points, args.seed)
+    n = len(points_labels)
     is_val = torch.arange(n) >= n_train
 
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
