@@ -102,12 +102,12 @@ def load(out_dir, model, allow_pickle):
 def animate(args, runs, split, name):
     """Renders runs (one panel each) frame by frame and writes the animation; returns the paths."""
     n_frames = max(len(run.points) for run in runs)
+    split_points = [run.split(split) for run in runs]  # per run: (frames, n, dim) points, (frames, n) labels
     jobs = []
     for frame in range(n_frames):
         panels, epoch_titles = [], []
-        for run in runs:
+        for run, (points, labels) in zip(runs, split_points):
             held = min(frame, len(run.points) - 1)  # a shorter run holds its last frame
-            points, labels = run.split(split)
             title = run.epoch_title(held)
             panels.append((points[held], labels[held], run.weights[held], f"{run.model} - {title}"
                            if len(runs) > 1 else None))
@@ -117,7 +117,7 @@ def animate(args, runs, split, name):
         jobs.append((panels, title, args.azim + args.rotate * frame if args.rotate else None))
     class_names = runs[0].meta["class_names"]
     palette = render.gif_palette(len(class_names))
-    figure_options = {"class_names": class_names, "point_size": render.point_size(len(jobs[0][0][0][0])),
+    figure_options = {"class_names": class_names, "point_size": render.point_size(split_points[0][0].shape[1]),
                       "dim": runs[0].dim, "panels": len(runs), "elevation": args.elev, "azimuth": args.azim}
     frames = render.render_frames(jobs, figure_options, palette, args.workers, f"{name} {render.SPLIT_TITLES[split]}")
     path = os.path.join(args.out_dir, f"{name}_{render.SPLIT_TITLES[split]}_Embeddings.{args.format}")
