@@ -89,7 +89,7 @@ def part_train_ours(args):
     is_val = torch.arange(len(points_labels)) >= n_train
     torch.manual_seed(58)
     model = build_model("vgg8_arcface").to(memory_format=torch.channels_last)
-    optimizer = torch.optim.Adam(model.parameters(), lr=defaults.lr)
+    optimizer = train.make_optimizer(model, defaults.lr)
     generator = torch.Generator().manual_seed(58)
     epoch_seconds, train_seconds = [], []
     for epoch in range(args.epochs):

@@ -9,15 +9,19 @@ MODEL_NAMES = tuple(PRESETS)  # vgg8_softmax, vgg8_normface, vgg8_sphereface, vg
 
 
 def conv_block(in_channels, out_channels):
-    """Two 3x3 conv + BatchNorm + ReLU, then a 2x2 max-pool that halves the resolution."""
+    """Two 3x3 conv + BatchNorm + ReLU, then a 2x2 max-pool that halves the resolution.
+
+    The second ReLU comes after the pool: max and ReLU commute, so the numbers and gradients
+    are those of ReLU-then-pool, on a quarter of the elements.
+    """
     return nn.Sequential(
         nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
         nn.BatchNorm2d(out_channels),
         nn.ReLU(inplace=True),
         nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False),
         nn.BatchNorm2d(out_channels),
-        nn.ReLU(inplace=True),
         nn.MaxPool2d(2),
+        nn.ReLU(inplace=True),
     )
 
 

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from models import MODEL_NAMES, build_model
+from models import MODEL_NAMES, build_model, conv_block
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
@@ -37,3 +37,24 @@ def test_the_backbone_starts_from_the_same_weights_whatever_the_head():
         states.append({k: v for k, v in build_model(name).state_dict().items() if not k.startswith("head.")})
     for state in states[1:]:
         assert all(torch.equal(state[k], states[0][k]) for k in state)
+
+
+@pytest.mark.parametrize("autocast", [False, True])
+def test_pooling_before_the_last_relu_gives_the_textbook_block_exactly(autocast):
+    torch.manual_seed(0)
+    block = conv_block(3, 8).to(memory_format=torch.channels_last)
+    pool, relu = block[5], block[6]
+    assert isinstance(pool, torch.nn.MaxPool2d) and isinstance(relu, torch.nn.ReLU)
+    textbook = torch.nn.Sequential(*block[:5], relu, pool)  # the same layers, ReLU before the pool
+    images = torch.randn(6, 3, 10, 10).contiguous(memory_format=torch.channels_last)
+    results = []
+    for net in (block, textbook):
+        net.zero_grad()
+        x = images.clone().requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            out = net(x)
+        (out.float() * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+        results.append((out.detach(), x.grad, block[0].weight.grad.clone(), block[4].weight.grad.clone()))
+    assert (results[0][0] == 0).any() and (results[0][0] > 0).any()
+    for ours, reference in zip(*results):
+        assert torch.equal(ours, reference)

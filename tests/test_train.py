@@ -25,7 +25,7 @@ def test_bf16_and_fp32_training_give_embeddings_that_agree(mnist_digits):
     for precision in ("fp32", "bf16"):
         torch.manual_seed(0)
         model = build_model("vgg8_arcface").to(memory_format=torch.channels_last)
-        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        optimizer = train.make_optimizer(model, 1e-3)
         before, _, _ = train.evaluate(model, probe_images, probe_labels, 256, torch.device("cpu"), precision)
         train.train_one_epoch(model, train_images, train_labels, optimizer, 64, torch.Generator().manual_seed(0),
                               torch.device("cpu"), precision, None)  # 8 steps
