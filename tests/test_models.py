@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from models import MODEL_NAMES, build_model, conv_block
+from models import MODEL_NAMES, Dropout, build_model, conv_block
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
@@ -58,3 +58,15 @@ def test_pooling_before_the_last_relu_gives_the_textbook_block_exactly(autocast)
     assert (results[0][0] == 0).any() and (results[0][0] > 0).any()
     for ours, reference in zip(*results):
         assert torch.equal(ours, reference)
+
+
+def test_dropout_zeroes_a_fraction_p_and_scales_the_rest_in_training_only():
+    torch.manual_seed(0)
+    dropout, x = Dropout(0.5), torch.full((200, 500), 3.0)
+    out = dropout(x)
+    assert set(out.unique().tolist()) == {0.0, 6.0}
+    assert abs((out == 0).float().mean().item() - 0.5) < 0.01  # 100,000 draws: sd 0.0016
+    assert abs(out.mean().item() - 3.0) < 0.03
+    assert torch.equal(Dropout(0.0)(x), x) and torch.equal(dropout.eval()(x), x)
+    with pytest.raises(ValueError, match="dropout"):
+        Dropout(1.0)
