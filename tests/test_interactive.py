@@ -257,9 +257,10 @@ def test_page_plays_in_a_browser_and_the_slider_moves_the_points(chrome, tmp_pat
     expected = np.round(unit(embeddings[5, 40:340:3].astype(np.float64))[:, 0], 4)
     np.testing.assert_allclose(after, expected, atol=1e-9)
     assert chrome.execute_script(f"return {graph}.layout.sliders[0].active;") == 5
-    grip, rail_box = chrome.execute_script("return ['.slider-grip-rect', '.slider-rail-touch-rect'].map("
-                                           "s => document.querySelector(s).getBoundingClientRect().right);")
-    assert abs(grip - rail_box) < 2, "the slider's grip is not at the end of its rail"
+    grip_gap = ("const [grip, rail] = ['.slider-grip-rect', '.slider-rail-touch-rect'].map("
+                "s => document.querySelector(s).getBoundingClientRect().right); return Math.abs(grip - rail);")
+    wait_for(lambda: chrome.execute_script(grip_gap) < 2, 5,  # the grip slides there in an animation
+             "the slider's grip is not at the end of its rail")
     assert chrome.execute_script(f"return {graph}._fullLayout.title.text;").endswith("epoch 5 - val acc 100.0%")
     weights = chrome.execute_script(f"const t = {graph}._fullData[4]; "
                                     "return [t.x.length, t.marker.symbol, Array.from(t.marker.color)];")
