@@ -138,6 +138,9 @@ def part_train_seed(args):
     for module in model.features.modules():  # the seed's convolutions have a bias
         if isinstance(module, torch.nn.Conv2d):
             module.bias = torch.nn.Parameter(torch.zeros(module.out_channels))
+    for block in model.features:  # and its blocks apply ReLU before the pool
+        block[5], block[6] = block[6], block[5]
+    model.embedding[1] = torch.nn.Dropout(0.5)  # with torch's own dropout
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     epoch_seconds, train_seconds = [], []
     for epoch in range(args.epochs):
