@@ -1,14 +1,27 @@
-"""Command-line helpers shared by train.py and visualization.py: one-line errors and option types."""
+"""Command-line helpers shared by train.py and visualization.py: one-line errors, --help, option types."""
 
 import argparse
 import math
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """The description as written, its usage examples on their own lines; each option's default said
+    once: appended unless the help already names it or there is none (None, off)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        default = action.default
+        if default is None or default is False or default is argparse.SUPPRESS or "default" in text:
+            return text
+        shown = " ".join(map(str, default)) if isinstance(default, (list, tuple)) else str(default)
+        return f"{text} (default: {shown.replace('%', '%%')})"
 
 
 class ArgumentParser(argparse.ArgumentParser):
     """argparse, with a bad option reported in one line (no usage block) and defaults in --help."""
 
     def __init__(self, **kwargs):
-        super().__init__(formatter_class=argparse.ArgumentDefaultsHelpFormatter, **kwargs)
+        super().__init__(formatter_class=HelpFormatter, **kwargs)
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message}\n")
@@ -34,3 +47,4 @@ def positive(kind):
 
 non_negative_int = number(int, lambda value: value >= 0, "0 or more")
 finite_float = number(float, math.isfinite, "finite")
+seed_int = number(int, lambda value: 0 <= value < 2 ** 64, "from 0 to 2**64 - 1")  # what torch and numpy take

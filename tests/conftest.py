@@ -1,3 +1,5 @@
+import contextlib
+import io
 import os
 import struct
 import subprocess
@@ -68,3 +70,18 @@ def run_script(script, *args, check=True, timeout=300):
     if check:
         assert result.returncode == 0, f"{script} failed:\n{result.stdout}\n{result.stderr}"
     return result
+
+
+def call_main(main, *args):
+    """Runs a script's main(argv) in this process, as Python runs the script: a SystemExit whose code
+    is a message prints it on stderr and exits 1. Returns what run_script returns: returncode, stdout, stderr."""
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        try:
+            code = main([str(arg) for arg in args])
+        except SystemExit as exit:
+            code = exit.code
+            if isinstance(code, str):
+                print(code, file=sys.stderr)
+                code = 1
+    return subprocess.CompletedProcess(args, 0 if code is None else code, stdout.getvalue(), stderr.getvalue())
