@@ -1,10 +1,11 @@
 """Classifier heads that turn embeddings into logits: plain softmax and the angular-margin family.
 
-Every head is an ``nn.Module`` with a ``.weight`` of shape ``(num_classes, in_features)``
-and ``forward(embeddings, labels=None) -> logits``. Labels are only used by margin heads
-during training: with ``labels=None`` no margin is added, which is how predictions are made.
-Heads compute in the dtype of their inputs; models.VGG8 runs them outside autocast, in
-float32, so that cosines close to 1 keep their precision when the backbone runs in bf16.
+Every head is an ``nn.Module`` with a ``.weight`` of shape ``(num_classes, in_features)``,
+``forward(embeddings, labels=None) -> logits`` and ``config()``, the keyword arguments that
+rebuild it (with its ``kind``). Labels are only used by margin heads during training: with
+``labels=None`` no margin is added, which is how predictions are made. Heads compute in the
+dtype of their inputs; models.VGG8 runs them outside autocast, in float32, so that cosines
+close to 1 keep their precision when the backbone runs in bf16 or fp16.
 """
 
 import math
@@ -17,6 +18,7 @@ import torch.nn.functional as F
 class Softmax(nn.Module):
     """Plain linear classifier with bias: logits = x W^T + b."""
 
+    kind = "softmax"
     uses_cosine = False  # its predictions are not argmax cosine(x, W)
 
     def __init__(self, in_features, num_classes):
@@ -28,6 +30,9 @@ class Softmax(nn.Module):
     def forward(self, embeddings, labels=None):
         return F.linear(embeddings, self.weight, self.bias)
 
+    def config(self):
+        return {"kind": self.kind}
+
 
 class MarginHead(nn.Module):
     """The angular-margin family in InsightFace's combined form.
@@ -38,10 +43,12 @@ class MarginHead(nn.Module):
     margin; m1 = 1, m2 = m3 = 0 is NormFace, a softmax over scaled cosines.
     """
 
+    kind = "margin"
     uses_cosine = True
 
     def __init__(self, in_features, num_classes, s=15.0, m1=1.0, m2=0.0, m3=0.0):
         super().__init__()
+        check_margins(s, m1, m2, m3)
         self.s, self.m1, self.m2, self.m3 = s, m1, m2, m3
         self.weight = nn.Parameter(torch.empty(num_classes, in_features))
         nn.init.xavier_uniform_(self.weight)
@@ -53,16 +60,21 @@ class MarginHead(nn.Module):
         target = margin_target(cosine.gather(1, labels[:, None]), self.m1, self.m2, self.m3)  # (B, 1)
         return self.s * cosine.scatter(1, labels[:, None], target)
 
+    def config(self):
+        return {"kind": self.kind, "s": self.s, "m1": self.m1, "m2": self.m2, "m3": self.m3}
+
     def extra_repr(self):
-        return f"s={self.s}, m1={self.m1}, m2={self.m2}, m3={self.m3}"
+        return ", ".join(f"{key}={value}" for key, value in self.config().items() if key != "kind")
 
 
 def margin_target(cosine, m1=1.0, m2=0.0, m3=0.0):
     """cos(m1 * theta + m2) - m3 for theta = acos(cosine), kept decreasing in theta everywhere.
 
     Past m1 * theta + m2 = pi the cosine would turn back up and reward moving away from the
-    class. There, with m1 = 1, the usual linear fallback cos(theta) - m2 sin(m2) - m3 takes
-    over (ArcFace, InsightFace); with m1 > 1, SphereFace's (-1)^k cos(phi) - 2k, which stays
+    class. There, with m1 = 1, a linear fallback cos(theta) - c - m3 takes over, c being
+    InsightFace's m2 sin(m2) while that keeps the fallback below the margin curve's end,
+    -1 - m3 (cos m2 + m2 sin m2 >= 1, that is m2 up to about 2.33), and 1 - cos(m2) beyond,
+    which meets the end exactly; with m1 > 1, SphereFace's (-1)^k cos(phi) - 2k, which stays
     continuous. The clamp keeps acos away from +/-1, where its gradient is infinite, by one
     machine epsilon of the dtype: near theta = 0 that moves theta by about sqrt(2 eps), the
     resolution of theta that cosines of that dtype hold anyway.
@@ -72,11 +84,18 @@ def margin_target(cosine, m1=1.0, m2=0.0, m3=0.0):
     phi = m1 * theta + m2
     with_margin = torch.cos(phi) - m3
     if m1 == 1:
-        fallback = cosine - m2 * math.sin(m2) - m3
+        fallback = cosine - max(m2 * math.sin(m2), 1 - math.cos(m2)) - m3
     else:
         k = torch.floor(phi / math.pi)
         fallback = (1 - 2 * torch.remainder(k, 2)) * torch.cos(phi) - 2 * k - m3
     return torch.where(phi <= math.pi, with_margin, fallback)
+
+
+def check_margins(s, m1, m2, m3):
+    """Margins that make the target harder, never easier; margin_target keeps it decreasing for all of them."""
+    if not (0 < s < math.inf and 1 <= m1 < math.inf and 0 <= m2 < math.pi and 0 <= m3 < math.inf):
+        raise ValueError(f"margins out of range (s={s}, m1={m1}, m2={m2}, m3={m3}): "
+                         "s > 0, m1 >= 1, 0 <= m2 < pi and m3 >= 0 are needed")
 
 
 class ArcFace(MarginHead):
@@ -84,45 +103,3 @@ class ArcFace(MarginHead):
 
     def __init__(self, in_features, num_classes, s=15.0, m=0.5):
         super().__init__(in_features, num_classes, s=s, m2=m)
-
-
-# Presets: model name -> (head, its parameters). s and m suit a 3-D embedding of 10 classes:
-# a sphere holds 10 caps of about 60 degrees at most, so margins beyond ~0.5 rad (~30 degrees)
-# and scales far above 15 leave no room to satisfy the loss, and training stalls.
-PRESETS = {
-    "vgg8_softmax": (Softmax, {}),
-    "vgg8_normface": (MarginHead, {"s": 15.0}),
-    "vgg8_sphereface": (MarginHead, {"s": 15.0, "m1": 1.5}),
-    "vgg8_cosface": (MarginHead, {"s": 15.0, "m3": 0.35}),
-    "vgg8_arcface": (MarginHead, {"s": 15.0, "m2": 0.5}),
-    "vgg8_combined": (MarginHead, {"s": 15.0, "m1": 1.0, "m2": 0.3, "m3": 0.2}),
-}
-# --margin sets the one margin that names the preset
-PRESET_MARGIN = {"vgg8_sphereface": "m1", "vgg8_cosface": "m3", "vgg8_arcface": "m2"}
-
-
-def build_head(model_name, in_features, num_classes, scale=None, margin=None, m1=None, m2=None, m3=None):
-    """The preset's head, with any of s, m1, m2, m3 overridden; --margin maps onto the preset's margin."""
-    head_class, params = PRESETS[model_name]
-    params = dict(params)
-    overrides = {"s": scale, "m1": m1, "m2": m2, "m3": m3}
-    if margin is not None:
-        if model_name not in PRESET_MARGIN:
-            raise ValueError(f"--margin has no meaning for {model_name}; "
-                             + ("it has no margin" if model_name in ("vgg8_softmax", "vgg8_normface")
-                                else "set --m1, --m2 or --m3"))
-        overrides[PRESET_MARGIN[model_name]] = margin
-    given = {key: value for key, value in overrides.items() if value is not None}
-    if given and head_class is Softmax:
-        raise ValueError(f"{model_name} has neither scale nor margin; {', '.join(given)} cannot be set")
-    params.update(given)
-    if head_class is MarginHead:
-        check_margins(params.get("s", 15.0), params.get("m1", 1.0), params.get("m2", 0.0), params.get("m3", 0.0))
-    return head_class(in_features, num_classes, **params)
-
-
-def check_margins(s, m1, m2, m3):
-    """Margins that make the target harder, never easier, and keep it decreasing in theta."""
-    if not (s > 0 and m1 >= 1 and 0 <= m2 < math.pi and m3 >= 0):
-        raise ValueError(f"margins out of range (s={s}, m1={m1}, m2={m2}, m3={m3}): "
-                         "s > 0, m1 >= 1, 0 <= m2 < pi and m3 >= 0 are needed")

@@ -1,11 +1,52 @@
-"""VGG8: a small convolutional backbone with a low-dimensional embedding and a pluggable head."""
+"""VGG8: a small convolutional backbone with a low-dimensional embedding and a pluggable head;
+the model presets that train.py --model names; and load_model, which rebuilds a trained model
+from its checkpoint alone."""
 
 import torch
 import torch.nn as nn
 
-from losses import PRESETS, build_head
+from losses import MarginHead, Softmax
 
-MODEL_NAMES = tuple(PRESETS)  # vgg8_softmax, vgg8_normface, vgg8_sphereface, vgg8_cosface, vgg8_arcface, ...
+HEADS = {head.kind: head for head in (Softmax, MarginHead)}  # head.config()["kind"] -> its class
+
+# Presets: model name -> head configuration. s and m suit a 3-D embedding of 10 classes: a sphere
+# holds 10 caps of about 60 degrees at most, so margins beyond ~0.5 rad (~30 degrees) and scales
+# far above 15 leave no room to satisfy the loss, and training stalls.
+PRESETS = {
+    "vgg8_softmax": {"kind": "softmax"},
+    "vgg8_normface": {"kind": "margin", "s": 15.0},
+    "vgg8_sphereface": {"kind": "margin", "s": 15.0, "m1": 1.5},
+    "vgg8_cosface": {"kind": "margin", "s": 15.0, "m3": 0.35},
+    "vgg8_arcface": {"kind": "margin", "s": 15.0, "m2": 0.5},
+    "vgg8_combined": {"kind": "margin", "s": 15.0, "m1": 1.0, "m2": 0.3, "m3": 0.2},
+}
+MODEL_NAMES = tuple(PRESETS)
+PRESET_MARGIN = {"vgg8_sphereface": "m1", "vgg8_cosface": "m3", "vgg8_arcface": "m2"}  # what --margin sets
+
+
+def head_config(model_name, scale=None, margin=None, m1=None, m2=None, m3=None):
+    """The preset's head configuration with any of s, m1, m2, m3 overridden (None: the preset's);
+    margin is --margin, the one margin that names the preset. Errors name the command-line flags."""
+    if model_name not in PRESETS:
+        raise ValueError(f"unknown model {model_name!r}; choose one of: {', '.join(MODEL_NAMES)}")
+    config = dict(PRESETS[model_name])
+    overrides = {"s": scale, "m1": m1, "m2": m2, "m3": m3}
+    if margin is not None:
+        if model_name not in PRESET_MARGIN:
+            raise ValueError(f"--margin has no meaning for {model_name}; "
+                             + ("it has no margin" if model_name in ("vgg8_softmax", "vgg8_normface")
+                                else "set --m1, --m2 or --m3"))
+        overrides[PRESET_MARGIN[model_name]] = margin
+    given = {key: value for key, value in overrides.items() if value is not None}
+    if given and config["kind"] == "softmax":
+        raise ValueError(f"{model_name} has neither scale nor margin; {', '.join(given)} cannot be set")
+    return {**config, **given}
+
+
+def build_head(config, in_features, num_classes):
+    """A head from its configuration, as head.config() returns it."""
+    params = {key: value for key, value in config.items() if key != "kind"}
+    return HEADS[config["kind"]](in_features, num_classes, **params)
 
 
 def conv_block(in_channels, out_channels):
@@ -51,18 +92,19 @@ class VGG8(nn.Module):
     and the head always run in float32, the embedding being what this project draws.
     """
 
-    def __init__(self, make_head, embedding_dim=3):
+    def __init__(self, make_head, embedding_dim=3, block=conv_block, dropout=Dropout):
         """make_head(embedding_dim) -> head; called after the backbone is built, so that the
-        backbone's initial weights depend on the seed alone, whichever the head."""
+        backbone's initial weights depend on the seed alone, whichever the head.
+        block(in_channels, out_channels) and dropout(p) build those layers (bench.py: the seed's)."""
         super().__init__()
         self.features = nn.Sequential(
-            conv_block(1, 16),   # (B, 16, 14, 14)
-            conv_block(16, 32),  # (B, 32, 7, 7)
-            conv_block(32, 64),  # (B, 64, 3, 3)
+            block(1, 16),   # (B, 16, 14, 14)
+            block(16, 32),  # (B, 32, 7, 7)
+            block(32, 64),  # (B, 64, 3, 3)
         )
         self.embedding = nn.Sequential(
             nn.BatchNorm2d(64),
-            Dropout(0.5),
+            dropout(0.5),
             nn.Flatten(),
             nn.Linear(64 * 3 * 3, embedding_dim),
             nn.BatchNorm1d(embedding_dim),  # (B, embedding_dim)
@@ -81,11 +123,36 @@ class VGG8(nn.Module):
             return self.head(embeddings, labels), embeddings
 
 
-def build_model(model_name, embedding_dim=3, num_classes=10, **head_options):
-    """'vgg8_arcface' -> VGG8 with the ArcFace head, and so on for every preset in losses.PRESETS.
+def to_input(images):
+    """uint8 images (B, 28, 28) -> the network's input: float (B, 1, 28, 28) in [-1, 1], channels-last,
+    on the images' device."""
+    images = images.unsqueeze(1).float().div_(127.5).sub_(1.0)
+    return images.contiguous(memory_format=torch.channels_last)
 
-    head_options (scale, margin, m1, m2, m3) override the preset's; see losses.build_head.
+
+def build_model(model_name, embedding_dim=3, num_classes=10, **head_options):
+    """'vgg8_arcface' -> VGG8 with the ArcFace head, and so on for every preset in PRESETS.
+
+    head_options (scale, margin, m1, m2, m3) override the preset's; see head_config.
     """
-    if model_name not in MODEL_NAMES:
-        raise ValueError(f"unknown model {model_name!r}; choose one of: {', '.join(MODEL_NAMES)}")
-    return VGG8(lambda in_features: build_head(model_name, in_features, num_classes, **head_options), embedding_dim)
+    config = head_config(model_name, **head_options)
+    return VGG8(lambda in_features: build_head(config, in_features, num_classes), embedding_dim)
+
+
+def load_model(path, device="cpu"):
+    """The trained network of a checkpoint (M_best.pth or M_last.pth), in eval mode on `device`.
+
+    model = load_model("data/vgg8_arcface_best.pth")
+    embeddings = model.embed(to_input(images))  # uint8 (B, 28, 28) -> (B, 3)
+    """
+    import run_files
+
+    checkpoint = run_files.load_checkpoint(path, "train a model first: python train.py")
+    try:
+        config, num_classes = checkpoint["head"], checkpoint["num_classes"]
+        model = VGG8(lambda in_features: build_head(config, in_features, num_classes), checkpoint["embedding_dim"])
+        model.load_state_dict(checkpoint["model_state"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+        raise run_files.RunFileError(f"{path} does not describe a model this code can rebuild "
+                                     f"({type(error).__name__}: {error})") from None
+    return model.to(device, memory_format=torch.channels_last).eval()

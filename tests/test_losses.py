@@ -3,11 +3,15 @@ import math
 import pytest
 import torch
 
-from losses import PRESETS, ArcFace, MarginHead, Softmax, build_head, margin_target
-from models import build_model
+from losses import ArcFace, MarginHead, Softmax, margin_target
+from models import PRESETS, build_head, build_model, head_config
 
 ANGLES = [0.0, 0.3, 1.0, math.pi / 2, 2.0, 2.5, math.pi - 0.5, 2.9, math.pi]  # 2.9 > pi - m for m = 0.5
-MARGIN_PRESETS = [name for name, (head, _) in PRESETS.items() if head is MarginHead]
+MARGIN_PRESETS = [name for name, config in PRESETS.items() if config["kind"] == "margin"]
+
+
+def preset_head(name, in_features=3, num_classes=4, **overrides):
+    return build_head(head_config(name, **overrides), in_features, num_classes)
 
 
 def unit_weights_and_points(angles):
@@ -22,8 +26,8 @@ def hand_target(theta, m1, m2, m3):
     phi = m1 * theta + m2
     if phi <= math.pi:
         return math.cos(phi) - m3
-    if m1 == 1:
-        return math.cos(theta) - m2 * math.sin(m2) - m3
+    if m1 == 1:  # a straight continuation, shifted down at least as far as the curve's end, -1 - m3
+        return math.cos(theta) - max(m2 * math.sin(m2), 1 - math.cos(m2)) - m3
     k = math.floor(phi / math.pi)
     return (-1) ** k * math.cos(phi) - 2 * k - m3
 
@@ -57,7 +61,7 @@ ATOL = 15 * 1.5 * 3e-8
 @pytest.mark.parametrize("with_labels", [True, False])
 def test_every_margin_head_matches_the_hand_computation(name, with_labels):
     weights, points = unit_weights_and_points(ANGLES)
-    head = with_weights(build_head(name, 3, 4), weights)
+    head = with_weights(preset_head(name), weights)
     labels = [0] * len(ANGLES) if with_labels else None
     logits = head(points, torch.tensor(labels) if with_labels else None)
     expected = hand_logits(points, weights, labels, head.s, head.m1, head.m2, head.m3)
@@ -94,8 +98,8 @@ ZERO_MARGIN = {"vgg8_normface": {}, "vgg8_sphereface": {"margin": 1.0}, "vgg8_co
 @pytest.mark.parametrize("name", MARGIN_PRESETS)
 def test_zero_margin_is_normface(name):
     weights, points = unit_weights_and_points(ANGLES)
-    head = with_weights(build_head(name, 3, 4, **ZERO_MARGIN[name]), weights)
-    normface = with_weights(build_head("vgg8_normface", 3, 4), weights)
+    head = with_weights(preset_head(name, **ZERO_MARGIN[name]), weights)
+    normface = with_weights(preset_head("vgg8_normface"), weights)
     labels = torch.zeros(len(ANGLES), dtype=torch.long)
     torch.testing.assert_close(head(points, labels), normface(points, labels), atol=ATOL, rtol=0)
     torch.testing.assert_close(normface(points, labels), normface(points), atol=ATOL, rtol=0)
@@ -106,7 +110,7 @@ def test_zero_margin_is_normface(name):
 @pytest.mark.parametrize("margins", [{"m2": -0.5}, {"m1": 0.5}, {"m3": -0.1}, {"m2": 3.2}, {"scale": 0.0}])
 def test_margins_that_would_make_the_target_easier_are_refused(margins):
     with pytest.raises(ValueError, match="out of range"):
-        build_head("vgg8_combined", 3, 10, **margins)
+        preset_head("vgg8_combined", **margins)
 
 
 @pytest.mark.parametrize("name", MARGIN_PRESETS)
@@ -114,7 +118,7 @@ def test_margins_that_would_make_the_target_easier_are_refused(margins):
 @pytest.mark.parametrize("sign", [1.0, -1.0])
 def test_gradients_are_finite_on_and_opposite_to_the_class_weight(name, dtype, sign):
     weights, _ = unit_weights_and_points([])
-    head = with_weights(build_head(name, 3, 4), weights).to(dtype)
+    head = with_weights(preset_head(name), weights).to(dtype)
     points = (sign * weights[:1] / 3.0).to(dtype).repeat(2, 1).requires_grad_()
     logits = head(points, torch.tensor([0, 0]))
     torch.nn.functional.cross_entropy(logits, torch.tensor([0, 0])).backward()
@@ -153,11 +157,51 @@ def test_softmax_is_an_affine_map_and_ignores_labels():
 
 
 def test_overrides_and_their_refusals():
-    assert build_head("vgg8_arcface", 3, 10, scale=30.0, margin=0.2).m2 == 0.2
-    assert build_head("vgg8_arcface", 3, 10, scale=30.0).s == 30.0
-    assert build_head("vgg8_cosface", 3, 10, margin=0.1).m3 == 0.1
-    assert build_head("vgg8_sphereface", 3, 10, margin=2.0).m1 == 2.0
+    assert preset_head("vgg8_arcface", scale=30.0, margin=0.2).m2 == 0.2
+    assert preset_head("vgg8_arcface", scale=30.0).s == 30.0
+    assert preset_head("vgg8_cosface", margin=0.1).m3 == 0.1
+    assert preset_head("vgg8_sphereface", margin=2.0).m1 == 2.0
     with pytest.raises(ValueError, match="--m1, --m2 or --m3"):
-        build_head("vgg8_combined", 3, 10, margin=0.1)
+        head_config("vgg8_combined", margin=0.1)
     with pytest.raises(ValueError, match="neither scale nor margin"):
-        build_head("vgg8_softmax", 3, 10, scale=2.0)
+        head_config("vgg8_softmax", scale=2.0)
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_a_head_rebuilt_from_its_config_is_the_same_head(name):
+    head = preset_head(name, num_classes=10, **({} if name == "vgg8_softmax" else {"scale": 9.0}))
+    config = head.config()
+    assert config == {**PRESETS[name], **({} if name == "vgg8_softmax" else {"s": 9.0})} | config  # nothing lost
+    rebuilt = build_head(config, 3, 10)
+    assert type(rebuilt) is type(head) and rebuilt.config() == config
+    rebuilt.load_state_dict(head.state_dict())
+    points, labels = torch.randn(6, 3), torch.arange(6) % 10
+    torch.testing.assert_close(rebuilt(points, labels), head(points, labels), rtol=0, atol=0)
+    if name != "vgg8_softmax":
+        assert repr(head).endswith(f"(s=9.0, m1={head.m1}, m2={head.m2}, m3={head.m3})")
+
+
+M1_GRID = [1.0, 1.01, 1.2, 1.5, 2.0, 3.0, 4.0, 7.5]
+M2_GRID = [k * (math.pi - 1e-6) / 63 for k in range(64)]  # 0 to just under pi, as check_margins accepts
+M3_GRID = [0.0, 0.2, 0.5, 2.0, 10.0]
+
+
+@pytest.mark.parametrize("m1", M1_GRID)
+def test_target_logit_decreases_for_every_accepted_margin(m1):
+    theta = torch.linspace(0, math.pi, 2001, dtype=torch.float64)
+    cosine = torch.cos(theta)
+    for m2 in M2_GRID:
+        for m3 in M3_GRID:
+            preset_head("vgg8_combined", m1=m1, m2=m2, m3=m3)  # accepted
+            target = margin_target(cosine, m1, m2, m3)
+            assert (target.diff() < 0).all(), f"the target rises with theta for m1={m1}, m2={m2:.3f}, m3={m3}"
+            assert (target <= cosine + 1e-12).all(), f"the margin makes the target easier for m2={m2:.3f}"
+
+
+def test_the_fallback_is_insightfaces_where_that_decreases_and_meets_the_curve_beyond():
+    theta = torch.tensor([2.0, 2.9], dtype=torch.float64)  # both past pi - m2 for m2 = 1.5 and 2.6
+    usual = margin_target(torch.cos(theta), 1.0, 1.5, 0.0)  # cos 1.5 + 1.5 sin 1.5 >= 1
+    torch.testing.assert_close(usual, torch.cos(theta) - 1.5 * math.sin(1.5))
+    large = torch.tensor([math.pi - 2.6], dtype=torch.float64)  # where cos(theta + m2) reaches -1
+    just_past = margin_target(torch.cos(large + 1e-9), 1.0, 2.6, 0.3)
+    assert just_past.item() == pytest.approx(-1.3, abs=1e-6)  # continuous: no jump up past pi
