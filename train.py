@@ -10,6 +10,7 @@ import shlex
 import signal
 import sys
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -17,18 +18,18 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 import run_files
-from cli import ArgumentParser, finite_float, non_negative_int, positive
+from cli import ArgumentParser, finite_float, non_negative_int, positive, seed_int
 from datasets import DATASET_NAMES, DatasetError, balanced_sample, load_dataset
 from metrics import geometry, unit
-from models import MODEL_NAMES, build_model
-
+from models import MODEL_NAMES, build_model, to_input
 
 NUM_CLASSES = 10  # every dataset here: digits, clothes, hiragana
+DIVERGENCE_CHECK_STEPS = 50  # training steps between two looks at the loss; each look waits for the device
 
 
 def parse_args(argv=None):
-    p = ArgumentParser(description=__doc__)
-    p.add_argument("--model", default="vgg8_arcface", choices=MODEL_NAMES, help="backbone and head (losses.PRESETS)")
+    p = ArgumentParser(prog="train.py", description=__doc__)
+    p.add_argument("--model", default="vgg8_arcface", choices=MODEL_NAMES, help="backbone and head (models.PRESETS)")
     p.add_argument("--scale", type=positive(float), help="s of a cosine head (default: the preset's, 15)")
     p.add_argument("--margin", type=finite_float,
                    help="the margin that names the preset: m1 of sphereface, m2 of arcface, m3 of cosface")
@@ -38,7 +39,8 @@ def parse_args(argv=None):
     p.add_argument("--epochs", type=positive(int), default=80, help="training epochs")
     p.add_argument("--batch-size", type=positive(int), default=128, help="training batch size")
     p.add_argument("--lr", type=positive(float), default=1e-3, help="Adam learning rate")
-    p.add_argument("--seed", type=int, default=58, help="seeds weights, shuffling, dropout and samples")
+    p.add_argument("--seed", type=seed_int, default=58,
+                   help="seeds weights, shuffling, dropout, the saved points and the mnist-sample split")
     p.add_argument("--dataset", default="mnist", choices=DATASET_NAMES,
                    help="mnist falls back to mnist-sample (5,000 digits) when offline and not in --data-dir")
     p.add_argument("--data-dir", default="data", help="datasets live in DATA_DIR/MNIST/raw/ and alike")
@@ -47,13 +49,16 @@ def parse_args(argv=None):
                    help="class-balanced training images whose embeddings are saved each epoch (0: all)")
     p.add_argument("--embedding-dim", type=positive(int), default=3, help="size of the embedding")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="auto: CUDA when present")
-    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
-                   help="convolutions in bf16 where the hardware supports it (auto); the head is always fp32")
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
+                   help="autocast precision of the convolutions; auto: bf16 where the hardware runs it natively, "
+                        "else fp16 on a CUDA GPU with tensor cores, else fp32; the head is always fp32")
     p.add_argument("--eval-batch-size", type=positive(int), default=512, help="batch size of no-grad passes")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out-dir from its last completed epoch (--epochs may be raised)")
     return p.parse_args(argv)
 
+
+# ---------------------------------------------------------------- device and precision
 
 def select_device(name):
     if name == "auto":
@@ -63,18 +68,44 @@ def select_device(name):
     return torch.device(name)
 
 
-def bf16_supported(device):
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+def hardware(device):
+    """(device type, CUDA compute capability or None, whether the CPU runs bf16 natively)."""
+    capability = torch.cuda.get_device_capability(device) if device.type == "cuda" else None
+    cpu_bf16 = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    return device.type, capability, cpu_bf16
 
 
-def select_precision(name, device):
-    if name == "bf16" and not bf16_supported(device):
-        raise SystemExit(f"error: --precision bf16 asked for, but this {device.type.upper()} has no bf16 support")
-    if name == "auto":
-        return "bf16" if bf16_supported(device) else "fp32"
-    return name
+class PrecisionError(Exception):
+    """A precision that this device does not run."""
+
+
+def choose_precision(requested, device_type, capability=None, cpu_bf16=False):
+    """"auto", "fp32", "bf16" or "fp16" -> the precision to train in, for this hardware.
+
+    bf16 needs native support: CUDA compute capability 8.0 on (Ampere and later), or a CPU with
+    AVX-512 bf16 or AMX. torch.cuda.is_bf16_supported() also says yes for older GPUs, which
+    emulate it, and cuDNN has no bf16 convolutions there. On those, 7.x (V100, T4), the tensor
+    cores run fp16, with a gradient scaler against underflow; fp16 on a CPU is slower than fp32.
+    """
+    is_cuda = device_type == "cuda"
+    native_bf16 = capability >= (8, 0) if is_cuda else cpu_bf16
+    where = f"this GPU (compute capability {capability[0]}.{capability[1]})" if is_cuda else "this CPU"
+    if requested == "auto":
+        return "bf16" if native_bf16 else "fp16" if is_cuda and capability >= (7, 0) else "fp32"
+    if requested == "bf16" and not native_bf16:
+        raise PrecisionError(f"--precision bf16 asked for, but {where} has no native bf16; "
+                             f"use --precision {'fp16 or fp32' if is_cuda else 'fp32'}")
+    if requested == "fp16" and not is_cuda:
+        raise PrecisionError("--precision fp16 is for CUDA GPUs; on a CPU it is slower than fp32: "
+                             "use --precision fp32 or auto")
+    return requested
+
+
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast(device, precision):
+    return torch.autocast(device.type, dtype=AUTOCAST_DTYPES.get(precision), enabled=precision in AUTOCAST_DTYPES)
 
 
 # ---------------------------------------------------------------- training and evaluation
@@ -90,16 +121,10 @@ def saved_points(data, train_points, seed):
 
 
 class Diverged(Exception):
-    """The loss or the embeddings became NaN or infinite; `where`: "step 17", say."""
+    """The loss or the embeddings became NaN or infinite; `where`: "steps 1-50", say."""
 
     def __init__(self, where, loss):
         super().__init__(f"{where} (loss {loss})")
-
-
-def to_input(images, device):
-    """uint8 (B, 28, 28) -> float (B, 1, 28, 28) in [-1, 1], channels-last, on `device`."""
-    images = images.to(device, non_blocking=True).unsqueeze(1).float().div_(127.5).sub_(1.0)
-    return images.contiguous(memory_format=torch.channels_last)
 
 
 def make_optimizer(model, lr):
@@ -107,48 +132,59 @@ def make_optimizer(model, lr):
     return torch.optim.Adam(model.parameters(), lr=lr, fused=True)
 
 
-def train_one_epoch(model, images, labels, optimizer, batch_size, generator, device, precision, progress):
-    """One pass over the shuffled training set; returns the mean loss."""
+def make_scaler(device, precision):
+    """fp16's gradient scaler; for the other precisions a disabled one, which passes everything through."""
+    return torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+
+
+def train_one_epoch(model, images, labels, optimizer, scaler, batch_size, generator, precision, progress,
+                    check_every=DIVERGENCE_CHECK_STEPS):
+    """One pass over the shuffled training set, on the device that holds images and labels; returns
+    the mean loss. The loss is summed on the device and looked at every check_every steps, not read
+    back at every step, which would make each step wait for the device."""
     model.train()
-    order = torch.randperm(len(labels), generator=generator)
+    device = images.device
+    order = torch.randperm(len(labels), generator=generator).to(device)
     batches = list(order.split(batch_size))
     if len(batches[-1]) == 1 and len(batches) > 1:  # BatchNorm cannot train on a single sample
         batches.pop()
-    total_loss, total_count = 0.0, 0
+    loss_sum, checked = torch.zeros((), device=device), 0
     for step, index in enumerate(tqdm(batches, desc=progress, leave=False, unit="batch"), start=1):
-        inputs, targets = to_input(images[index], device), labels[index].to(device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-            logits, _ = model(inputs, targets)
+        targets = labels[index]
+        with autocast(device, precision):
+            logits, _ = model(to_input(images[index]), targets)
         loss = F.cross_entropy(logits, targets)
-        loss_value = loss.item()
-        if not math.isfinite(loss_value):  # stop before the weights are spoiled
-            raise Diverged(f"step {step}", loss_value)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        total_loss += loss_value * len(index)
-        total_count += len(index)
-    return total_loss / total_count
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        loss_sum += loss.detach() * len(index)
+        if step % check_every == 0 or step == len(batches):
+            if not torch.isfinite(loss_sum):  # the caller saves nothing of this epoch
+                raise Diverged(f"steps {checked + 1}-{step}", loss_sum.item())
+            checked = step
+    return loss_sum.item() / sum(len(index) for index in batches)
 
 
 @torch.no_grad()
-def evaluate(model, images, labels, batch_size, device, precision):
-    """Embeddings (eval mode, in order), per-sample loss (with margin) and correctness (without)."""
+def evaluate(model, images, labels, batch_size, precision):
+    """Embeddings (eval mode, in order), per-sample loss (with margin) and correctness (without);
+    the model is left in the mode it came in."""
+    was_training = model.training
     model.eval()
     embeddings, losses, correct = [], [], []
     for start in range(0, len(labels), batch_size):
-        inputs = to_input(images[start:start + batch_size], device)
-        targets = labels[start:start + batch_size].to(device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-            batch_embeddings = model.embed(inputs)
+        targets = labels[start:start + batch_size]
+        with autocast(images.device, precision):
+            batch_embeddings = model.embed(to_input(images[start:start + batch_size]))
         losses.append(F.cross_entropy(model.head(batch_embeddings, targets), targets, reduction="none"))
         correct.append(model.head(batch_embeddings).argmax(1) == targets)
         embeddings.append(batch_embeddings)
-    model.train()
+    model.train(was_training)
     return torch.cat(embeddings).cpu().numpy(), torch.cat(losses).cpu(), torch.cat(correct).cpu()
 
 
-# ---------------------------------------------------------------- stopping and resuming
+# ---------------------------------------------------------------- stopping
 
 class Stop(Exception):
     """SIGINT or SIGTERM arrived."""
@@ -188,45 +224,39 @@ class SignalGuard:
             raise Stop(self.pending)
 
 
-RESUME_MUST_MATCH = ("model", "seed", "batch_size", "lr", "train_points", "embedding_dim")
-RESUME_KEYS = ("options", "dataset", "head", "precision", "epoch", "history", "best_val_loss", "model_state",
-               "optimizer_state", "torch_rng_state", "shuffle_rng_state")
+# ---------------------------------------------------------------- a run: set up, restore, one epoch, save
+
+@dataclass
+class Training:
+    """A run between two epochs: what it trains, on what, and what it has recorded."""
+    args: object
+    device: torch.device
+    precision: str
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    shuffle_generator: torch.Generator
+    train_images: torch.Tensor   # (N, 28, 28) uint8, on the device
+    train_labels: torch.Tensor   # (N,), on the device
+    points_images: torch.Tensor  # the images whose embeddings are saved, on the device
+    points_labels: torch.Tensor  # their labels, on the CPU
+    n_train: int                 # points_images[:n_train] are training images, the rest validation
+    dataset_name: str
+    embeddings: np.ndarray       # (epochs + 1, n, embedding_dim), filled epoch by epoch
+    meta: dict
+    first_epoch: int = 0
+    epoch: int = -1              # the epoch under way
+    last_saved: int = -1         # the last epoch whose files are complete
+    best_val_loss: float = math.inf
 
 
-def load_resume_state(args, dataset_name, head, precision, points_labels):
-    """The last completed epoch's state and embeddings, refused when the run differs from this one."""
-    paths = run_files.run_paths(args.out_dir, args.model)
-    state = run_files.load_checkpoint(paths["resume"], f"start one with: python train.py --model {args.model}")
-    if not isinstance(state, dict) or any(key not in state for key in RESUME_KEYS):
-        raise run_files.RunFileError(f"{paths['resume']} is not a checkpoint to resume from")
-    saved = state["options"]
-    differences = [f"--{key.replace('_', '-')} {saved.get(key)} (now {getattr(args, key)})"
-                   for key in RESUME_MUST_MATCH if saved.get(key) != getattr(args, key)]
-    for name, then, now in (("dataset", state["dataset"], dataset_name), ("head", state["head"], head),
-                            ("precision", state["precision"], precision)):
-        if then != now:
-            differences.append(f"{name} {describe(then)} (now {describe(now)})")
-    if differences:
-        raise run_files.RunFileError(f"cannot resume: the run in {args.out_dir} was made with "
-                                     f"{', '.join(differences)}")
-    embeddings = run_files.load_npy(paths["embeddings"])
-    labels = run_files.load_npy(paths["labels"])
-    if not np.array_equal(labels, points_labels) or len(embeddings) <= state["epoch"]:
-        raise run_files.RunFileError(f"cannot resume: {paths['embeddings']} and {paths['labels']} do not "
-                                     f"match {paths['resume']}")
-    if state["epoch"] >= args.epochs:
-        raise run_files.RunFileError(f"nothing to resume: the run already has {state['epoch']} epochs; "
-                                     "raise --epochs to train longer")
-    return state, embeddings[:state["epoch"] + 1]
-
-
-# ---------------------------------------------------------------- main
-
-def main(argv=None):
-    argv = sys.argv[1:] if argv is None else list(argv)
-    args = parse_args(argv)
+def set_up(args):
+    """Device, precision, model, data and the empty record of a new run."""
     device = select_device(args.device)
-    precision = select_precision(args.precision, device)
+    try:
+        precision = choose_precision(args.precision, *hardware(device))
+    except PrecisionError as error:
+        raise SystemExit(f"error: {error}")
     torch.manual_seed(args.seed)
     try:
         model = build_model(args.model, args.embedding_dim, NUM_CLASSES, scale=args.scale,
@@ -239,98 +269,199 @@ def main(argv=None):
         data = load_dataset(args.dataset, args.data_dir, args.seed, warn=lambda line: print(line, file=sys.stderr))
     except (DatasetError, run_files.RunFileError) as error:
         raise SystemExit(f"error: {error}")
-
     points_images, points_labels, n_train = saved_points(data, args.train_points, args.seed)
     n = len(points_labels)
-    is_val = torch.arange(n) >= n_train
-
-    optimizer = make_optimizer(model, args.lr)
-    shuffle_generator = torch.Generator().manual_seed(args.seed)
-    all_embeddings = np.zeros((args.epochs + 1, n, args.embedding_dim), np.float32)
     meta = {
         "model": args.model, "dataset": data.name, "dataset_source": data.source,
         "class_names": data.class_names, "splits": {"train": [0, n_train], "val": [n_train, n]},
         "epochs_completed": 0, "options": vars(args), "device": device.type, "precision": precision,
-        "head": head_description(model.head), "history": [],
+        "head": model.head.config(), "history": [],
     }
-    first_epoch, best_val_loss = 0, float("inf")
-    if args.resume:
-        try:
-            state, saved_embeddings = load_resume_state(args, data.name, meta["head"], precision,
-                                                        points_labels.numpy())
-        except run_files.RunFileError as error:
-            raise SystemExit(f"error: {error}")
-        model.load_state_dict(state["model_state"])
-        optimizer.load_state_dict(state["optimizer_state"])
-        torch.set_rng_state(state["torch_rng_state"])
-        shuffle_generator.set_state(state["shuffle_rng_state"])
-        first_epoch, best_val_loss = state["epoch"] + 1, state["best_val_loss"]
-        all_embeddings[:first_epoch] = saved_embeddings
-        meta["history"] = state["history"]
+    return Training(
+        args=args, device=device, precision=precision, model=model, optimizer=make_optimizer(model, args.lr),
+        scaler=make_scaler(device, precision), shuffle_generator=torch.Generator().manual_seed(args.seed),
+        train_images=data.train_images.to(device), train_labels=data.train_labels.to(device),
+        points_images=points_images.to(device), points_labels=points_labels, n_train=n_train,
+        dataset_name=data.name, embeddings=np.zeros((args.epochs + 1, n, args.embedding_dim), np.float32),
+        meta=meta)
 
-    print(f"{args.model} on {data.name} ({data.source}): {len(data.train_labels):,} train, "
-          f"{len(data.val_labels):,} val images; saving {n_train:,} train + {n - n_train:,} val points "
-          f"per epoch; {device.type}, {precision}, batch {args.batch_size}"
-          + (f"; resuming after epoch {first_epoch - 1}" if args.resume else ""))
-    print(f"{model.head}\n{'epoch':>5} {'train_loss':>10} {'val_loss':>9} {'val_acc':>8} {'ncm_acc':>8} "
-          f"{'spread':>7} {'separation':>10} {'seconds':>8}")
-    epoch, last_saved = first_epoch, first_epoch - 1
+
+RESUME_MUST_MATCH = ("model", "seed", "batch_size", "lr", "train_points", "embedding_dim")
+RESUME_KEYS = ("model_state", "head", "options", "epoch", "optimizer_state", "scaler_state", "rng_states",
+               "history", "best_val_loss", "dataset", "precision")
+
+
+def restore(training):
+    """Continues from the run in --out-dir: its last completed epoch's state and embeddings,
+    refused when that run was made otherwise than this one."""
+    args = training.args
+    paths = run_files.run_paths(args.out_dir, args.model)
+    state = run_files.load_checkpoint(paths["resume"], f"start one with: python train.py --model {args.model}")
+    if not isinstance(state, dict) or any(key not in state for key in RESUME_KEYS):
+        raise run_files.RunFileError(f"{paths['resume']} is not a checkpoint to resume from")
+    saved = state["options"]
+    differences = [f"--{key.replace('_', '-')} {saved.get(key)} (now {getattr(args, key)})"
+                   for key in RESUME_MUST_MATCH if saved.get(key) != getattr(args, key)]
+    for name, then, now in (("dataset", state["dataset"], training.dataset_name),
+                            ("head", state["head"], training.model.head.config()),
+                            ("precision", state["precision"], training.precision)):
+        if then != now:
+            differences.append(f"{name} {describe(then)} (now {describe(now)})")
+    if differences:
+        raise run_files.RunFileError(f"cannot resume: the run in {args.out_dir} was made with "
+                                     f"{', '.join(differences)}")
+    if state["epoch"] >= args.epochs:
+        raise run_files.RunFileError(f"nothing to resume: the run already has {state['epoch']} epochs; "
+                                     "raise --epochs to train longer")
+    embeddings = run_files.load_npy(paths["embeddings"])
+    labels = run_files.load_npy(paths["labels"])
+    first_epoch, points_shape = state["epoch"] + 1, training.embeddings.shape[1:]
+    if embeddings.ndim != 3 or embeddings.shape[1:] != points_shape or len(embeddings) < first_epoch:
+        raise run_files.RunFileError(
+            f"cannot resume: {paths['embeddings']} has shape {embeddings.shape}, but this run needs "
+            f"({first_epoch} or more, {', '.join(map(str, points_shape))})")
+    if not np.array_equal(labels, training.points_labels.numpy()):
+        raise run_files.RunFileError(f"cannot resume: {paths['labels']} does not hold the labels of this "
+                                     "run's points")
+    training.model.load_state_dict(state["model_state"])
+    training.optimizer.load_state_dict(state["optimizer_state"])
+    training.scaler.load_state_dict(state["scaler_state"])
+    set_rng_states(state["rng_states"], training.shuffle_generator, training.device)
+    training.first_epoch, training.last_saved = first_epoch, first_epoch - 1
+    training.best_val_loss = state["best_val_loss"]
+    training.embeddings[:first_epoch] = embeddings[:first_epoch]
+    training.meta["history"] = state["history"]
+
+
+def run_epoch(training, epoch):
+    """Trains one epoch (epoch 0 records the untrained network), embeds the saved points and
+    measures them; returns the epoch's history entry."""
+    start = time.perf_counter()
+    model, args = training.model, training.args
+    train_loss = None
+    if epoch > 0:
+        train_loss = train_one_epoch(model, training.train_images, training.train_labels, training.optimizer,
+                                     training.scaler, args.batch_size, training.shuffle_generator,
+                                     training.precision, f"epoch {epoch}/{args.epochs}")
+    embeddings, losses, correct = evaluate(model, training.points_images, training.points_labels.to(training.device),
+                                           args.eval_batch_size, training.precision)
+    n_train, labels = training.n_train, training.points_labels.numpy()
+    val_loss, val_accuracy = losses[n_train:].mean().item(), correct[n_train:].float().mean().item()
+    if not (math.isfinite(val_loss) and np.isfinite(embeddings).all()):  # keep the last good files
+        raise Diverged("in the evaluation after it", val_loss)
+    weights = unit(model.head.weight.detach().cpu().numpy()) if model.head.uses_cosine else None
+    shape = geometry(embeddings[:n_train], labels[:n_train], embeddings[n_train:], labels[n_train:],
+                     NUM_CLASSES, weights)
+    training.embeddings[epoch] = embeddings
+    return {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "val_accuracy": val_accuracy, **shape,
+            "seconds": time.perf_counter() - start,
+            "class_weights": None if weights is None else weights.round(6).tolist()}
+
+
+def save(training, entry):
+    """The best checkpoint when the val loss improved, then the run's files with the state to resume."""
+    args, epoch = training.args, entry["epoch"]
+    training.meta["epochs_completed"] = epoch
+    training.meta["history"].append(entry)
+    if epoch > 0 and entry["val_loss"] < training.best_val_loss:
+        training.best_val_loss = entry["val_loss"]
+        run_files.save_checkpoint(args.out_dir, args.model, "checkpoint", checkpoint(training, entry))
+    run_files.save_run(args.out_dir, args.model, training.embeddings[:epoch + 1], training.points_labels.numpy(),
+                       training.meta, resume_state={
+                           **checkpoint(training, entry),
+                           "optimizer_state": on_cpu(training.optimizer.state_dict()),
+                           "scaler_state": training.scaler.state_dict(),
+                           "rng_states": rng_states(training.shuffle_generator, training.device),
+                           "history": training.meta["history"], "best_val_loss": training.best_val_loss,
+                           "dataset": training.dataset_name, "precision": training.precision})
+    training.last_saved = epoch
+
+
+def checkpoint(training, entry):
+    """What both checkpoints hold, all on the CPU: enough for models.load_model to rebuild the network."""
+    model = training.model
+    return {"model_state": on_cpu(model.state_dict()), "model": training.args.model, "head": model.head.config(),
+            "embedding_dim": training.args.embedding_dim, "num_classes": NUM_CLASSES,
+            "options": vars(training.args), "epoch": entry["epoch"], "val_loss": entry["val_loss"]}
+
+
+def on_cpu(state):
+    """A state dict with every tensor copied to the CPU, so that it loads on a machine without the device."""
+    if isinstance(state, torch.Tensor):
+        return state.cpu()
+    if isinstance(state, dict):
+        return {key: on_cpu(value) for key, value in state.items()}
+    if isinstance(state, (list, tuple)):
+        return type(state)(on_cpu(value) for value in state)
+    return state
+
+
+def rng_states(shuffle_generator, device):
+    """Every random state the training draws from: dropout's (on the CPU or the GPUs) and the shuffling's."""
+    return {"torch": torch.get_rng_state(), "shuffle": shuffle_generator.get_state(),
+            "cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else []}
+
+
+def set_rng_states(states, shuffle_generator, device):
+    torch.set_rng_state(states["torch"])
+    shuffle_generator.set_state(states["shuffle"])
+    if device.type == "cuda" and states["cuda"]:
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+# ---------------------------------------------------------------- main
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parse_args(argv)
+    training = None
     try:
         with SignalGuard() as guard:
-            for epoch in range(first_epoch, args.epochs + 1):
-                start = time.perf_counter()
-                train_loss = None
-                if epoch > 0:  # epoch 0 records the untrained network
-                    train_loss = train_one_epoch(model, data.train_images, data.train_labels, optimizer,
-                                                 args.batch_size, shuffle_generator, device, precision,
-                                                 f"epoch {epoch}/{args.epochs}")
-                embeddings, losses, correct = evaluate(model, points_images, points_labels,
-                                                       args.eval_batch_size, device, precision)
-                val_loss, val_accuracy = losses[is_val].mean().item(), correct[is_val].float().mean().item()
-                if not (math.isfinite(val_loss) and np.isfinite(embeddings).all()):  # keep the last good files
-                    raise Diverged("in the evaluation after it", val_loss)
-                weights = unit(model.head.weight.detach().cpu().numpy()) if model.head.uses_cosine else None
-                shape = geometry(embeddings[:n_train], points_labels[:n_train].numpy(), embeddings[n_train:],
-                                 points_labels[n_train:].numpy(), NUM_CLASSES, weights)
-                seconds = time.perf_counter() - start
-
-                all_embeddings[epoch] = embeddings
-                meta["epochs_completed"] = epoch
-                meta["history"].append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
-                                        "val_accuracy": val_accuracy, **shape, "seconds": seconds,
-                                        "class_weights": None if weights is None else weights.round(6).tolist()})
-                with guard.saving_files(), saving_to(args.out_dir, last_saved):
-                    if epoch > 0 and val_loss < best_val_loss:
-                        best_val_loss = val_loss
-                        run_files.save_checkpoint(args.out_dir, args.model, "checkpoint", {
-                            "model_state": model.state_dict(), "model": args.model, "epoch": epoch,
-                            "embedding_dim": args.embedding_dim, "num_classes": NUM_CLASSES,
-                            "val_loss": val_loss})
-                    run_files.save_run(args.out_dir, args.model, all_embeddings[:epoch + 1],
-                                       points_labels.numpy(), meta, resume_state={
-                        "model_state": model.state_dict(), "optimizer_state": optimizer.state_dict(),
-                        "torch_rng_state": torch.get_rng_state(),
-                        "shuffle_rng_state": shuffle_generator.get_state(), "epoch": epoch,
-                        "best_val_loss": best_val_loss, "history": meta["history"],
-                        "options": vars(args), "dataset": data.name, "head": meta["head"],
-                        "precision": precision})
-                    last_saved = epoch
-                train_text = "-" if train_loss is None else f"{train_loss:.4f}"
-                separation = "-" if shape["min_inter_class_deg"] is None else f"{shape['min_inter_class_deg']:.1f}°"
-                print(f"{epoch:>5} {train_text:>10} {val_loss:>9.4f} {val_accuracy:>8.2%} "
-                      f"{shape['ncm_accuracy']:>8.2%} {shape['intra_class_deg']:>6.1f}° {separation:>10} "
-                      f"{seconds:>8.1f}", flush=True)
+            training = set_up(args)
+            if args.resume:
+                try:
+                    restore(training)
+                except run_files.RunFileError as error:
+                    raise SystemExit(f"error: {error}")
+            print_header(training)
+            for epoch in range(training.first_epoch, args.epochs + 1):
+                training.epoch = epoch
+                entry = run_epoch(training, epoch)
+                with guard.saving_files(), saving_to(args.out_dir, training.last_saved):
+                    save(training, entry)
+                print_row(entry)
     except Stop as stop:
-        print(f"\nstopped by {stop} during epoch {epoch}; {saved_epochs(last_saved)} saved in {args.out_dir}; "
-              f"resume with: {resume_command(argv)}", file=sys.stderr)
+        if training is None or training.epoch < 0:
+            print(f"\nstopped by {stop} before training started; no file was written", file=sys.stderr)
+        else:
+            print(f"\nstopped by {stop} during epoch {training.epoch}; {saved_epochs(training.last_saved)} saved in "
+                  f"{args.out_dir}; resume with: {resume_command(argv)}", file=sys.stderr)
         return 128 + stop.signum
     except Diverged as diverged:
-        raise SystemExit(f"error: training diverged at epoch {epoch}, {diverged}; {saved_epochs(last_saved)} "
-                         f"saved in {args.out_dir}; try a lower --lr")
-
+        raise SystemExit(f"error: training diverged at epoch {training.epoch}, {diverged}; "
+                         f"{saved_epochs(training.last_saved)} saved in {args.out_dir}; try a lower --lr")
     paths = run_files.run_paths(args.out_dir, args.model)
     print(f"wrote {paths['embeddings']}, {paths['labels']}, {paths['meta']}, {paths['checkpoint']}")
     return 0
+
+
+def print_header(training):
+    args, n = training.args, len(training.points_labels)
+    print(f"{args.model} on {training.meta['dataset']} ({training.meta['dataset_source']}): "
+          f"{len(training.train_labels):,} train, {n - training.n_train:,} val images; saving "
+          f"{training.n_train:,} train + {n - training.n_train:,} val points per epoch; {training.device.type}, "
+          f"{training.precision}, batch {args.batch_size}"
+          + (f"; resuming after epoch {training.first_epoch - 1}" if args.resume else ""))
+    print(f"{training.model.head}\n{'epoch':>5} {'train_loss':>10} {'val_loss':>9} {'val_acc':>8} {'ncm_acc':>8} "
+          f"{'spread':>7} {'separation':>10} {'seconds':>8}")
+
+
+def print_row(entry):
+    train_text = "-" if entry["train_loss"] is None else f"{entry['train_loss']:.4f}"
+    separation = "-" if entry["min_inter_class_deg"] is None else f"{entry['min_inter_class_deg']:.1f}°"
+    print(f"{entry['epoch']:>5} {train_text:>10} {entry['val_loss']:>9.4f} {entry['val_accuracy']:>8.2%} "
+          f"{entry['ncm_accuracy']:>8.2%} {entry['intra_class_deg']:>6.1f}° {separation:>10} "
+          f"{entry['seconds']:>8.1f}", flush=True)
 
 
 def describe(value):
@@ -346,13 +477,6 @@ def saving_to(out_dir, last_saved):
     except OSError as error:
         raise SystemExit(f"error: cannot save to {out_dir} ({error.strerror or error}); "
                          f"{saved_epochs(last_saved)} saved there") from None
-
-
-def head_description(head):
-    """The head's kind and parameters, for the meta file."""
-    if not head.uses_cosine:
-        return {"kind": "softmax"}
-    return {"kind": "margin", "s": head.s, "m1": head.m1, "m2": head.m2, "m3": head.m3}
 
 
 def saved_epochs(last_saved):

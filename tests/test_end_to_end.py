@@ -1,4 +1,5 @@
-"""train.py and visualization.py run as a user runs them, on 400 + 100 real digits."""
+"""train.py and visualization.py run as a user runs them, on 400 + 100 real digits: in a Python of
+their own where the process is the point (the README's commands, a killed run), in-process elsewhere."""
 
 import json
 import os
@@ -12,7 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, run_script
+import train
+from conftest import ROOT, call_main, run_script
 from render import gif_durations
 
 EPOCHS = 2
@@ -71,8 +73,9 @@ def test_visualization_writes_looping_gifs_with_one_frame_per_epoch(trained_run)
 def test_same_seed_same_embeddings_other_seed_not(tiny_mnist, tmp_path):
     runs = {}
     for name, seed in (("a", "7"), ("b", "7"), ("c", "8")):
-        run_script("train.py", "--model", "vgg8_softmax", "--epochs", "1",
-                   *train_args(tiny_mnist, tmp_path / name, "--seed", seed))
+        result = call_main(train.main, "--model", "vgg8_softmax", "--epochs", "1",
+                           *train_args(tiny_mnist, tmp_path / name, "--seed", seed))
+        assert result.returncode == 0, result.stderr
         runs[name] = np.load(tmp_path / name / "all_vgg8_softmax_embeddings.npy")
     assert np.array_equal(runs["a"], runs["b"])
     assert not np.allclose(runs["a"][-1], runs["c"][-1])

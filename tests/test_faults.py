@@ -12,14 +12,17 @@ import time
 import numpy as np
 import pytest
 
-from conftest import ROOT, run_script, write_idx, write_mnist_layout
+import train
+import visualization
+from conftest import ROOT, call_main, write_idx, write_mnist_layout
 from run_files import load_run
 
-TRAIN, DRAW = "train.py", "visualization.py"
+TRAIN, DRAW = train.main, visualization.main
 
 
-def run(script, *args):
-    return run_script(script, *args, check=False)
+def run(main, *args):
+    """The script's main(argv) in this process: options, refusals and damaged files need no new Python."""
+    return call_main(main, *args)
 
 
 def assert_clean_error(result, *fragments, code=None):
@@ -61,16 +64,29 @@ def test_resumed_run_is_bit_identical_to_an_uninterrupted_one(tiny_mnist, tmp_pa
     ("--seed", "1", "--seed 58 (now 1)"),
     ("--dataset", "mnist-sample", "dataset mnist (now mnist-sample)"),
     ("--m2", "0.3", "head kind=margin s=15.0 m1=1.0 m2=0.5 m3=0.0 (now kind=margin s=15.0 m1=1.0 m2=0.3"),
-    ("--precision", "fp32", "precision bf16 (now fp32)"),
 ])
-def test_resume_refuses_a_run_made_otherwise_and_names_the_difference(tiny_mnist, tmp_path, flag, value, message):
-    assert run(TRAIN, *tiny_args(tiny_mnist, tmp_path, "--epochs", "1")).returncode == 0
-    result = run(TRAIN, *tiny_args(tiny_mnist, tmp_path, "--epochs", "2", "--resume", flag, value))
+def test_resume_refuses_a_run_made_otherwise_and_names_the_difference(tiny_mnist, run_copy, flag, value, message):
+    result = run(TRAIN, *tiny_args(tiny_mnist, run_copy, "--epochs", "3", "--resume", flag, value))
     assert_clean_error(result, message, code=1)
 
 
+def test_resume_refuses_another_precision_whatever_this_machine_runs(tiny_mnist, run_copy, monkeypatch):
+    monkeypatch.setattr(train, "hardware", lambda device: ("cpu", None, True))  # a CPU with bf16: auto is bf16
+    result = run(TRAIN, *tiny_args(tiny_mnist, run_copy, "--epochs", "3", "--resume"))
+    assert_clean_error(result, "precision fp32 (now bf16)", code=1)
+
+
+def test_resume_refuses_embeddings_of_another_shape(tiny_mnist, run_copy):
+    embeddings = np.load(npy_path(run_copy))
+    np.save(npy_path(run_copy), embeddings[..., :2])  # 2-D points where the run has 3-D ones
+    result = run(TRAIN, *tiny_args(tiny_mnist, run_copy, "--epochs", "3", "--resume", "--precision", "fp32"))
+    assert_clean_error(result, "all_vgg8_arcface_embeddings.npy has shape (3, 200, 2)",
+                       "needs (3 or more, 200, 3)", code=1)
+
+
 def start_training(data_dir, out_dir, epochs=1000):
-    return subprocess.Popen([sys.executable, os.path.join(ROOT, TRAIN), *tiny_args(data_dir, str(out_dir), "--epochs", str(epochs))],
+    return subprocess.Popen([sys.executable, os.path.join(ROOT, "train.py"),
+                             *tiny_args(data_dir, str(out_dir), "--epochs", str(epochs))],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -100,6 +116,20 @@ def test_signal_stops_at_once_keeps_the_epochs_and_says_how_to_resume(tiny_mnist
     assert len(embeddings) == meta["epochs_completed"] + 1 >= 3
     resumed = run(TRAIN, *tiny_args(tiny_mnist, tmp_path, "--epochs", str(meta["epochs_completed"] + 1), "--resume"))
     assert resumed.returncode == 0, resumed.stderr
+
+
+@pytest.mark.parametrize("signum,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_while_the_dataset_loads_stops_in_one_line(tiny_mnist, tmp_path, monkeypatch, signum, code):
+    def load_until_stopped(*args, **kwargs):  # the user presses Ctrl-C during a long download
+        os.kill(os.getpid(), signum)
+        time.sleep(10)
+        raise AssertionError("the signal did not stop the loading")
+
+    monkeypatch.setattr(train, "load_dataset", load_until_stopped)
+    result = run(TRAIN, *tiny_args(tiny_mnist, tmp_path, "--epochs", "1"))
+    assert_clean_error(result, f"stopped by {signal.Signals(signum).name} before training started",
+                       "no file was written", code=code)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def test_a_save_that_fails_ends_in_one_line_and_keeps_the_epochs_done(tiny_mnist, tmp_path):
@@ -140,17 +170,16 @@ def test_signals_during_a_save_wait_for_the_save_to_finish():
 def test_diverging_training_stops_and_keeps_the_last_good_epoch(tiny_mnist, tmp_path):
     result = run(TRAIN, *tiny_args(tiny_mnist, tmp_path, "--model", "vgg8_softmax", "--lr", "1e20",
                                    "--epochs", "3"))
-    assert_clean_error(result, "diverged at epoch 1, step", "epoch 0 was saved", code=1)
+    assert_clean_error(result, "diverged at epoch 1, steps 1-", "epoch 0 was saved", code=1)
     embeddings, _, meta = load_run(str(tmp_path), "vgg8_softmax")
     assert len(embeddings) == 1 and meta["epochs_completed"] == 0 and np.isfinite(embeddings).all()
 
 
-def test_a_checkpoint_that_is_an_arbitrary_pickle_is_refused(tiny_mnist, tmp_path):
-    assert run(TRAIN, *tiny_args(tiny_mnist, tmp_path, "--epochs", "1")).returncode == 0
-    marker = tmp_path / "code_ran"
-    with open(tmp_path / "vgg8_arcface_last.pth", "wb") as f:  # unpickling this would create `marker`
+def test_a_checkpoint_that_is_an_arbitrary_pickle_is_refused(tiny_mnist, run_copy):
+    marker = run_copy / "code_ran"
+    with open(run_copy / "vgg8_arcface_last.pth", "wb") as f:  # unpickling this would create `marker`
         pickle.dump(type("Exploit", (), {"__reduce__": lambda self: (open, (str(marker), "w"))})(), f)
-    result = run(TRAIN, *tiny_args(tiny_mnist, tmp_path, "--epochs", "2", "--resume"))
+    result = run(TRAIN, *tiny_args(tiny_mnist, run_copy, "--epochs", "3", "--resume"))
     assert_clean_error(result, "vgg8_arcface_last.pth cannot be read as a checkpoint", code=1)
     assert not marker.exists()
 
@@ -166,9 +195,22 @@ def test_a_checkpoint_that_is_an_arbitrary_pickle_is_refused(tiny_mnist, tmp_pat
     (["--lr", "0"], ["--lr", "positive"]),
     (["--lr", "nan"], ["--lr", "positive"]),
     (["--train-points", "-1"], ["--train-points", "0 or more"]),
+    (["--seed", "-1"], ["--seed", "from 0 to 2**64 - 1", "got -1"]),
+    (["--seed", str(2 ** 64)], ["--seed", "from 0 to 2**64 - 1"]),
+    (["--precision", "fp8"], ["--precision", "fp16"]),
 ])
 def test_bad_options_are_refused_in_one_line(args, fragments):
     assert_clean_error(run(TRAIN, *args), *fragments, code=2)
+
+
+@pytest.mark.parametrize("precision,cpu_bf16,message", [
+    ("bf16", False, "this CPU has no native bf16; use --precision fp32"),
+    ("fp16", True, "--precision fp16 is for CUDA GPUs"),
+])
+def test_a_precision_this_cpu_does_not_run_is_refused(tmp_path, monkeypatch, precision, cpu_bf16, message):
+    monkeypatch.setattr(train, "hardware", lambda device: ("cpu", None, cpu_bf16))
+    result = run(TRAIN, "--out-dir", tmp_path, "--device", "cpu", "--precision", precision)
+    assert_clean_error(result, message, code=1)
 
 
 def test_an_output_folder_that_cannot_be_written_is_found_before_training(tmp_path, tiny_mnist):
@@ -205,6 +247,16 @@ def label_out_of_range(raw):
     write_idx(os.path.join(raw, "t10k-labels-idx1-ubyte"), np.full(20, 12, np.uint8))
 
 
+def archives_only_in_a_folder_that_cannot_be_written(raw):
+    """Only .gz files, and the unpacked file cannot be created: as in a read-only folder (root, who runs
+    CI, may write anywhere, so a folder stands where the unpacked file's temporary name would go)."""
+    for name in os.listdir(raw):
+        with open(os.path.join(raw, name), "rb") as f, gzip.open(os.path.join(raw, name + ".gz"), "wb") as g:
+            g.write(f.read())
+        os.remove(os.path.join(raw, name))
+    os.mkdir(os.path.join(raw, "train-images-idx3-ubyte.part"))
+
+
 def broken_archive(raw):
     os.remove(os.path.join(raw, "t10k-images-idx3-ubyte"))
     with open(os.path.join(raw, "t10k-images-idx3-ubyte.gz"), "wb") as f:
@@ -217,6 +269,8 @@ def broken_archive(raw):
     (fewer_labels, ["60 images", "59 labels"]),
     (label_out_of_range, ["t10k-labels-idx1-ubyte", "label 12"]),
     (broken_archive, ["t10k-images-idx3-ubyte.gz", "cannot be unpacked"]),
+    (archives_only_in_a_folder_that_cannot_be_written, ["cannot unpack", "train-images-idx3-ubyte.gz",
+                                                        "cannot be written", "--data-dir"]),
 ])
 def test_damaged_idx_files_are_named_with_their_fault(tmp_path, mnist_digits, damage, fragments):
     data_dir = damaged_data(tmp_path, mnist_digits, damage)
@@ -229,7 +283,7 @@ def test_damaged_idx_files_are_named_with_their_fault(tmp_path, mnist_digits, da
 @pytest.fixture(scope="module")
 def finished_run(tiny_mnist, tmp_path_factory):
     out_dir = tmp_path_factory.mktemp("finished")
-    assert run(TRAIN, *tiny_args(tiny_mnist, out_dir, "--epochs", "2")).returncode == 0
+    assert run(TRAIN, *tiny_args(tiny_mnist, out_dir, "--epochs", "2", "--precision", "fp32")).returncode == 0
     return out_dir
 
 

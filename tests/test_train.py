@@ -1,38 +1,169 @@
 import math
 
 import numpy as np
+import pytest
 import torch
 
 import train
+from conftest import call_main
+from datasets import load_dataset
 from metrics import angle_deg
-from models import build_model
+from models import build_model, load_model, to_input
+
+CPU = torch.device("cpu")
 
 
 def test_inputs_are_scaled_to_minus_one_one_in_channels_last():
     images = torch.tensor([[[0, 255], [51, 204]]], dtype=torch.uint8)
-    inputs = train.to_input(images, torch.device("cpu"))
+    inputs = to_input(images)
     assert inputs.shape == (1, 1, 2, 2) and inputs.dtype == torch.float32
     torch.testing.assert_close(inputs[0, 0], torch.tensor([[-1.0, 1.0], [-0.6, 0.6]]))
     assert inputs.is_contiguous(memory_format=torch.channels_last)
 
 
-def test_bf16_and_fp32_training_give_embeddings_that_agree(mnist_digits):
+@pytest.mark.parametrize("requested,device_type,capability,cpu_bf16,expected", [
+    ("auto", "cuda", (9, 0), False, "bf16"),   # H100
+    ("auto", "cuda", (8, 0), False, "bf16"),   # A100
+    ("auto", "cuda", (7, 5), True, "fp16"),    # T4: emulated bf16 only; the CPU's support does not matter
+    ("auto", "cuda", (7, 0), False, "fp16"),   # V100
+    ("auto", "cuda", (6, 1), False, "fp32"),   # Pascal: no tensor cores
+    ("auto", "cpu", None, True, "bf16"),       # AVX-512 bf16 or AMX
+    ("auto", "cpu", None, False, "fp32"),      # AVX2 laptops
+    ("fp32", "cuda", (9, 0), False, "fp32"),
+    ("fp32", "cpu", None, True, "fp32"),
+    ("bf16", "cuda", (8, 6), False, "bf16"),
+    ("bf16", "cpu", None, True, "bf16"),
+    ("fp16", "cuda", (7, 5), False, "fp16"),
+    ("fp16", "cuda", (6, 0), False, "fp16"),   # asked for: P100 runs fp16 at twice fp32's rate
+])
+def test_precision_is_what_the_device_runs_natively(requested, device_type, capability, cpu_bf16, expected):
+    assert train.choose_precision(requested, device_type, capability, cpu_bf16) == expected
+
+
+@pytest.mark.parametrize("requested,device_type,capability,cpu_bf16,message", [
+    ("bf16", "cuda", (7, 5), True, "compute capability 7.5) has no native bf16; use --precision fp16 or fp32"),
+    ("bf16", "cpu", None, False, "this CPU has no native bf16; use --precision fp32"),
+    ("fp16", "cpu", None, True, "fp16 is for CUDA GPUs"),
+])
+def test_a_precision_the_device_does_not_run_is_refused(requested, device_type, capability, cpu_bf16, message):
+    with pytest.raises(train.PrecisionError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        train.choose_precision(requested, device_type, capability, cpu_bf16)
+
+
+@pytest.fixture(scope="module")
+def digits_split(mnist_digits):
     images, labels = (torch.from_numpy(a) for a in mnist_digits)
     order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))
-    train_images, train_labels = images[order[:512]], labels[order[:512]]
-    probe_images, probe_labels = images[order[512:768]], labels[order[512:768]]
-    results = {}
-    for precision in ("fp32", "bf16"):
-        torch.manual_seed(0)
-        model = build_model("vgg8_arcface").to(memory_format=torch.channels_last)
-        optimizer = train.make_optimizer(model, 1e-3)
-        before, _, _ = train.evaluate(model, probe_images, probe_labels, 256, torch.device("cpu"), precision)
-        train.train_one_epoch(model, train_images, train_labels, optimizer, 64, torch.Generator().manual_seed(0),
-                              torch.device("cpu"), precision, None)  # 8 steps
-        after, _, _ = train.evaluate(model, probe_images, probe_labels, 256, torch.device("cpu"), precision)
-        results[precision] = before, after
-    moved = np.median(angle_deg(results["fp32"][0], results["fp32"][1]))
-    apart = np.median(angle_deg(results["fp32"][1], results["bf16"][1]))
+    return (images[order[:512]], labels[order[:512]]), (images[order[512:768]], labels[order[512:768]])
+
+
+def train_and_embed(digits_split, precision, lr=1e-3, check_every=train.DIVERGENCE_CHECK_STEPS):
+    (train_images, train_labels), (probe_images, probe_labels) = digits_split
+    torch.manual_seed(0)
+    model = build_model("vgg8_arcface").to(memory_format=torch.channels_last)
+    optimizer, scaler = train.make_optimizer(model, lr), train.make_scaler(CPU, precision)
+    before, _, _ = train.evaluate(model, probe_images, probe_labels, 256, precision)
+    train.train_one_epoch(model, train_images, train_labels, optimizer, scaler, 64, torch.Generator().manual_seed(0),
+                          precision, None, check_every)  # 8 steps
+    after, _, _ = train.evaluate(model, probe_images, probe_labels, 256, precision)
+    return before, after, scaler
+
+
+def test_bf16_and_fp32_training_give_embeddings_that_agree(digits_split):
+    before, after, _ = train_and_embed(digits_split, "fp32")
+    _, reduced, scaler = train_and_embed(digits_split, "bf16")
+    moved = np.median(angle_deg(before, after))
+    apart = np.median(angle_deg(after, reduced))
     assert moved > 10, f"training barely moved the embeddings ({moved:.1f} deg)"
     assert apart < moved / 10, f"bf16 and fp32 embeddings differ by {apart:.2f} deg (training moved them {moved:.1f})"
-    assert math.isfinite(apart)
+    assert math.isfinite(apart) and not scaler.is_enabled()
+
+
+@pytest.mark.parametrize("init_scale,skipped", [(2.0 ** 24, True), (1.0, False)])
+def test_fp16_steps_go_through_the_gradient_scaler(digits_split, init_scale, skipped):
+    """The T4's path, on the CPU (where fp16 is slow: 2 steps of 4 images): gradients scaled so far that
+    they overflow fp16 are found, the step is skipped and the scale halved; at scale 1 the weights move."""
+    (images, labels), _ = digits_split
+    torch.manual_seed(0)
+    model = build_model("vgg8_arcface").to(memory_format=torch.channels_last)
+    optimizer = train.make_optimizer(model, 1e-3)
+    scaler = torch.amp.GradScaler("cpu", init_scale=init_scale)
+    weights = model.features[0][0].weight.detach().clone()
+    loss = train.train_one_epoch(model, images[:8], labels[:8], optimizer, scaler, 4, torch.Generator().manual_seed(0),
+                                 "fp16", None)
+    assert math.isfinite(loss)
+    assert torch.equal(model.features[0][0].weight, weights) == skipped
+    assert scaler.get_scale() == (init_scale / 4 if skipped else init_scale)
+    assert train.make_scaler(CPU, "fp16").is_enabled() and not train.make_scaler(CPU, "fp32").is_enabled()
+
+
+def test_divergence_is_found_within_the_checked_steps_and_named(digits_split):
+    with pytest.raises(train.Diverged, match=r"^steps (1-3|4-6|7-8) \(loss (nan|inf)\)$"):
+        train_and_embed(digits_split, "fp32", lr=1e20, check_every=3)
+
+
+def test_checkpoint_state_is_on_the_cpu_whatever_the_device():
+    devices = [CPU] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+    for device in devices:
+        model = build_model("vgg8_arcface").to(device)
+        optimizer = train.make_optimizer(model, 1e-3)
+        model(torch.zeros(2, 1, 28, 28, device=device), torch.tensor([0, 1], device=device))[0].sum().backward()
+        optimizer.step()
+        state = train.on_cpu({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "list": [model.head.weight]})
+        tensors = [*state["model"].values(), *(v for s in state["optimizer"]["state"].values() for v in s.values()),
+                   *state["list"]]
+        assert len(tensors) > 30 and all(t.device == CPU for t in tensors)
+        assert all(torch.equal(a.cpu(), b) for a, b in zip(model.state_dict().values(), state["model"].values()))
+        assert state["optimizer"]["param_groups"] == optimizer.state_dict()["param_groups"]
+
+
+@pytest.fixture(scope="module")
+def fp32_run(tiny_mnist, tmp_path_factory):
+    out_dir = tmp_path_factory.mktemp("fp32_run")
+    result = call_main(train.main, "--data-dir", tiny_mnist, "--out-dir", out_dir, "--train-points", "100",
+                       "--batch-size", "64", "--epochs", "3", "--precision", "fp32")
+    assert result.returncode == 0, result.stderr
+    return out_dir
+
+
+def test_load_model_rebuilds_the_best_network_from_its_checkpoint_alone(fp32_run, tiny_mnist):
+    best = torch.load(fp32_run / "vgg8_arcface_best.pth", weights_only=True)
+    assert {"model_state", "model", "head", "embedding_dim", "num_classes", "options", "epoch",
+            "val_loss"} <= set(best)
+    assert best["head"] == {"kind": "margin", "s": 15.0, "m1": 1.0, "m2": 0.5, "m3": 0.0}
+    model = load_model(fp32_run / "vgg8_arcface_best.pth")
+    assert not model.training
+    images, labels, _ = train.saved_points(load_dataset("mnist", tiny_mnist, 58), 100, 58)
+    embeddings, _, _ = train.evaluate(model, images, labels, 512, "fp32")
+    saved = np.load(fp32_run / "all_vgg8_arcface_embeddings.npy")
+    np.testing.assert_array_equal(embeddings, saved[best["epoch"]])  # the same network, the same numbers
+    with torch.no_grad():  # as the README embeds a new image
+        one = model.embed(to_input(images[-1:]))
+    np.testing.assert_allclose(one.numpy(), saved[best["epoch"], -1:], atol=1e-5)
+
+
+def test_load_model_refuses_a_file_that_is_not_a_model_checkpoint(fp32_run, tmp_path):
+    from run_files import RunFileError
+
+    torch.save({"model_state": {}}, tmp_path / "weights.pth")
+    with pytest.raises(RunFileError, match="weights.pth does not describe a model"):
+        load_model(tmp_path / "weights.pth")
+    with pytest.raises(RunFileError, match="no checkpoint"):
+        load_model(tmp_path / "missing.pth")
+
+
+def test_the_readmes_lines_embed_a_new_image(fp32_run, tiny_mnist):
+    import os
+    import re
+
+    from conftest import ROOT
+
+    with open(os.path.join(ROOT, "README.md")) as f:
+        code = re.search(r"to embed a new image.*?```python\n(.*?)```", f.read(), re.S).group(1)
+    assert len(code.strip().splitlines()) == 3
+    images, _, _ = train.saved_points(load_dataset("mnist", tiny_mnist, 58), 100, 58)
+    best = torch.load(fp32_run / "vgg8_arcface_best.pth", weights_only=True)
+    namespace = {"image": images[-1]}  # a (28, 28) uint8 digit
+    exec(code.replace("data/vgg8_arcface_best.pth", str(fp32_run / "vgg8_arcface_best.pth")), namespace)
+    saved = np.load(fp32_run / "all_vgg8_arcface_embeddings.npy")[best["epoch"], -1:]
+    np.testing.assert_allclose(namespace["embedding"].numpy(), saved, atol=1e-5)
