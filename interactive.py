@@ -4,7 +4,7 @@ and shows classes. plotly.js is embedded, so the page works offline.
 
     import interactive, run_files
     embeddings, labels, meta = run_files.load_run("data", "vgg8_arcface")
-    interactive.write_html("data/vgg8_arcface_embeddings.html", embeddings, labels, meta, "val")
+    interactive.write_html("data/vgg8_arcface_Validation_Embeddings.html", embeddings, labels, meta, "val")
 """
 
 import html

@@ -50,7 +50,9 @@ def point_size(n_points):
 class EmbeddingFigure:
     """A figure with one panel per run, drawn once; render() changes only what moves."""
 
-    def __init__(self, class_names, point_size, dim=3, panels=1, elevation=ELEVATION, azimuth=AZIMUTH):
+    def __init__(self, class_names, point_size, dim=3, panels=1, elevation=ELEVATION, azimuth=AZIMUTH,
+                 show_weights=False):
+        """show_weights: the legend has a "class weight" entry (for runs whose head has class weights)."""
         self.dim, self.elevation = dim, elevation
         self.fig = plt.figure(figsize=(PANEL_INCHES * panels, PANEL_INCHES), dpi=DPI)
         colors = class_colors(len(class_names))
@@ -72,8 +74,12 @@ class EmbeddingFigure:
             self.weight_markers.append([ax.scatter(*empty, s=110, marker="*", color=color, edgecolors="black",
                                                    linewidths=0.6, **({"depthshade": False} if dim == 3 else {}))
                                         for color in colors])
-        star = Line2D([], [], marker="*", markersize=10, color="white", markeredgecolor="black", linestyle="")
-        self.fig.legend(handles=[*self.scatters[0], star], labels=[*class_names, "class weight"],
+        handles, labels = [*self.scatters[0]], [*class_names]
+        if show_weights:
+            handles.append(Line2D([], [], marker="*", markersize=10, color="white", markeredgecolor="black",
+                                  linestyle=""))
+            labels.append("class weight")
+        self.fig.legend(handles=handles, labels=labels,
                         loc="upper left", markerscale=4 / max(point_size, 0.1) ** 0.5, fontsize=8, frameon=False)
         self.title = self.fig.suptitle("", fontsize=11)
         self.fig.subplots_adjust(left=0.02 if dim == 3 else 0.12, right=0.98, bottom=0.02 if dim == 3 else 0.08,
@@ -184,6 +190,7 @@ def render_frames(jobs, figure_options, palette, workers=1, progress=None):
     with contextlib.ExitStack() as stack:
         if workers <= 1:
             _init_worker(figure_options, palette)
+            stack.callback(plt.close, _worker_figure.fig)  # pyplot would keep it as long as this process lives
             rendered = map(_render_one, jobs)
         else:
             pool = stack.enter_context(ProcessPoolExecutor(

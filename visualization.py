@@ -19,8 +19,12 @@ import run_files
 from cli import ArgumentParser, finite_float, positive
 from curves import has_metrics, plot_metrics
 
+# GIF delays are in 10 ms units, and browsers show delays under 20 ms as about 100 ms
+MAX_GIF_FPS = 50
+
+
 def parse_args(argv=None):
-    p = ArgumentParser(description=__doc__)
+    p = ArgumentParser(prog="visualization.py", description=__doc__)
     runs = p.add_mutually_exclusive_group()
     runs.add_argument("--model", nargs="+", default=["vgg8_arcface"],
                       help="the runs to draw, each on its own, as named by train.py --model")
@@ -29,16 +33,17 @@ def parse_args(argv=None):
     p.add_argument("--split", default="both", choices=("train", "val", "both"), help="which points to draw")
     p.add_argument("--out-dir", default="data", help="folder holding the runs; what is drawn goes there too")
     p.add_argument("--format", default="gif", choices=("gif", "mp4"), help="animation file type")
-    p.add_argument("--fps", type=positive(float), default=8.0, help="frames a second (8: 125 ms a frame)")
+    p.add_argument("--fps", type=positive(float), default=8.0,
+                   help=f"frames a second, at most {MAX_GIF_FPS} in a GIF; 8: 125 ms a frame")
     p.add_argument("--elev", type=finite_float, default=render.ELEVATION, help="camera elevation, degrees")
     p.add_argument("--azim", type=finite_float, default=render.AZIMUTH, help="camera azimuth, degrees")
     p.add_argument("--rotate", type=finite_float, nargs="?", const=2.0, default=0.0, metavar="DEGREES",
-                   help="turn the camera this much every frame (2 when given alone)")
-    p.add_argument("--html", action="store_true", help="also write an interactive 3-D page per run")
+                   help="turn the camera this much every frame, 2 when given alone")
+    p.add_argument("--html", action="store_true", help="also write an interactive 3-D page per run and split")
     p.add_argument("--html-points", type=positive(int), default=2000,
                    help="class-balanced points per frame of the interactive page")
     p.add_argument("--workers", type=positive(int), default=min(os.cpu_count() or 1, 4),
-                   help="processes rendering frames in parallel (1: in this process)")
+                   help="processes rendering frames in parallel; 1: all in this process")
     p.add_argument("--keep-frames", action="store_true", help="also write every frame as a PNG")
     p.add_argument("--allow-pickle", action="store_true",
                    help="read the seed repository's pickled .npy layout (only for files you trust)")
@@ -46,6 +51,8 @@ def parse_args(argv=None):
     for model in args.compare or args.model:
         if not re.fullmatch(r"[\w.-]+", model):
             p.error(f"{model!r} is not a run name (letters, digits, '_', '-', '.')")
+    if args.format == "gif" and args.fps > MAX_GIF_FPS:
+        p.error(f"--fps {args.fps:g}: a GIF shows at most {MAX_GIF_FPS} frames a second (use --format mp4)")
     return args
 
 
@@ -63,6 +70,7 @@ class Run:
         self.labels = np.where(valid, labels[None, :], -1)  # (frames, n); -1: not drawn
         self.history = meta["history"][:len(self.points)]
         self.weights = [entry.get("class_weights") for entry in self.history]
+        self.has_weights = any(weights is not None for weights in self.weights)  # Softmax has none
         self.dim = embeddings.shape[-1]
 
     def split(self, split):
@@ -118,7 +126,8 @@ def animate(args, runs, split, name):
     class_names = runs[0].meta["class_names"]
     palette = render.gif_palette(len(class_names))
     figure_options = {"class_names": class_names, "point_size": render.point_size(split_points[0][0].shape[1]),
-                      "dim": runs[0].dim, "panels": len(runs), "elevation": args.elev, "azimuth": args.azim}
+                      "dim": runs[0].dim, "panels": len(runs), "elevation": args.elev, "azimuth": args.azim,
+                      "show_weights": any(run.has_weights for run in runs)}
     frames = render.render_frames(jobs, figure_options, palette, args.workers, f"{name} {render.SPLIT_TITLES[split]}")
     path = os.path.join(args.out_dir, f"{name}_{render.SPLIT_TITLES[split]}_Embeddings.{args.format}")
     (render.write_gif if args.format == "gif" else render.write_mp4)(path, frames, palette, args.fps)
@@ -129,6 +138,23 @@ def animate(args, runs, split, name):
         for epoch, frame in enumerate(frames):
             iio.imwrite(os.path.join(frame_dir, f"epoch_{epoch:03d}.png"), palette[frame])
         written.append(frame_dir + os.sep)
+    return written
+
+
+def write_pages(args, runs, splits):
+    """The interactive page of each 3-D run, one per split, named like the animations; returns the paths."""
+    from interactive import write_html  # plotly: imported only when pages are asked for
+
+    for run in runs:
+        if run.dim != 3:
+            print(f"warning: {run.model} has 2-D embeddings; the interactive page is for 3-D ones", file=sys.stderr)
+    pages = [(run, split) for run in runs if run.dim == 3 for split in splits]
+    written = []
+    for run, split in tqdm(pages, desc="interactive pages", unit="page", leave=False):
+        path = os.path.join(args.out_dir, f"{run.model}_{render.SPLIT_TITLES[split]}_Embeddings.html")
+        size = write_html(path, run.embeddings, run.labels_of_rows, run.meta, split, args.html_points)
+        print(f"{path}: {size / 1e6:.1f} MB")
+        written.append(path)
     return written
 
 
@@ -149,18 +175,7 @@ def main(argv=None):
             for run in runs:
                 written += animate(args, [run], split, run.model)
     if args.html:
-        from interactive import write_html
-
-        split = "train" if args.split == "train" else "val"
-        for run in tqdm(runs, desc="interactive pages", unit="page", leave=False):
-            if run.dim != 3:
-                print(f"warning: {run.model} has 2-D embeddings; the interactive page is for 3-D ones",
-                      file=sys.stderr)
-                continue
-            path = os.path.join(args.out_dir, f"{run.model}_embeddings.html")
-            size = write_html(path, run.embeddings, run.labels_of_rows, run.meta, split, args.html_points)
-            print(f"{path}: {size / 1e6:.1f} MB, {render.SPLIT_TITLES[split].lower()} split")
-            written.append(path)
+        written += write_pages(args, runs, splits)
     with_metrics = [run.meta for run in runs if has_metrics(run.meta)]
     if with_metrics:
         name = with_metrics[0]["model"] if len(with_metrics) == 1 else "comparison"

@@ -6,29 +6,44 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 
-from conftest import run_script
+import render
+import train
+import visualization
+from conftest import call_main
 from render import EmbeddingFigure, on_unit_sphere
 
 PANEL = 640  # pixels
 
 
+def succeed(main, *args):
+    result = call_main(main, *args)
+    assert result.returncode == 0, f"failed:\n{result.stdout}\n{result.stderr}"
+    return result
+
+
 @pytest.fixture(scope="module")
 def runs(tiny_mnist, tmp_path_factory):
-    """arcface for 2 epochs, softmax for 1, and a 2-D arcface run, in one folder."""
+    """arcface for 2 epochs, softmax for 1, and a 2-D cosface run, in one folder."""
     out_dir = tmp_path_factory.mktemp("views")
     common = ["--data-dir", tiny_mnist, "--out-dir", out_dir, "--train-points", "100", "--batch-size", "64"]
-    run_script("train.py", "--model", "vgg8_arcface", "--epochs", "2", *common)
-    run_script("train.py", "--model", "vgg8_softmax", "--epochs", "1", *common)
-    run_script("train.py", "--model", "vgg8_cosface", "--epochs", "1", "--embedding-dim", "2", *common)
+    succeed(train.main, "--model", "vgg8_arcface", "--epochs", "2", *common)
+    succeed(train.main, "--model", "vgg8_softmax", "--epochs", "1", *common)
+    succeed(train.main, "--model", "vgg8_cosface", "--epochs", "1", "--embedding-dim", "2", *common)
     return out_dir
 
 
-def draw(out_dir, *args):
-    return run_script("visualization.py", "--out-dir", out_dir, "--workers", "2", *args)
+def draw(out_dir, *args, workers=1):
+    return succeed(visualization.main, "--out-dir", out_dir, "--workers", workers, *args)
+
+
+def legend_of_last_drawing():
+    """The legend texts of the figure that drew the last frames (in this process: --workers 1)."""
+    return [text.get_text() for text in render._worker_figure.fig.legends[0].get_texts()]
 
 
 def test_comparison_has_one_panel_per_run_and_the_shorter_run_holds_its_last_frame(runs):
-    result = draw(runs, "--compare", "vgg8_arcface", "vgg8_softmax", "--split", "val", "--keep-frames")
+    result = draw(runs, "--compare", "vgg8_arcface", "vgg8_softmax", "--split", "val", "--keep-frames",
+                  workers=2)  # the renderers forked from this process, as a user's run has them
     path = runs / "comparison_Validation_Embeddings.gif"
     assert f"wrote {path}" in result.stdout and f"wrote {runs / 'comparison_metrics.png'}" in result.stdout
     frames = iio.imread(path, index=None)
@@ -95,8 +110,26 @@ def test_a_circle_frame_puts_points_where_their_angle_says():
 
 def test_html_writes_one_light_offline_page_per_3d_run_and_prints_its_size(runs):
     result = draw(runs, "--model", "vgg8_arcface", "vgg8_cosface", "--split", "val", "--html", "--html-points", "50")
-    page = runs / "vgg8_arcface_embeddings.html"
+    page = runs / "vgg8_arcface_Validation_Embeddings.html"
     assert f"wrote {page}" in result.stdout and f"{page}: " in result.stdout and " MB" in result.stdout
     text = page.read_text()
     assert "<script src=\"http" not in text and text.count('"name":"') >= 3  # frames embedded, no CDN
-    assert "2-D embeddings" in result.stderr and not (runs / "vgg8_cosface_embeddings.html").exists()
+    assert "2-D embeddings" in result.stderr and not (runs / "vgg8_cosface_Validation_Embeddings.html").exists()
+
+
+def test_html_writes_one_page_per_split_drawn_named_like_the_animations(runs):
+    pages = {split: runs / f"vgg8_softmax_{split}_Embeddings.html" for split in ("Training", "Validation")}
+    both = draw(runs, "--model", "vgg8_softmax", "--html", "--html-points", "50")
+    for split, page in pages.items():
+        assert f"wrote {page}" in both.stdout
+        assert f"<title>vgg8_softmax - {split}</title>" in page.read_text()
+    train_only = draw(runs, "--model", "vgg8_softmax", "--split", "train", "--html", "--html-points", "50")
+    assert f"wrote {pages['Training']}" in train_only.stdout and "Validation" not in train_only.stdout
+
+
+def test_the_legend_has_a_class_weight_star_only_when_a_run_drawn_has_class_weights(runs):
+    digits = [str(digit) for digit in range(10)]
+    draw(runs, "--model", "vgg8_softmax", "--split", "val")
+    assert legend_of_last_drawing() == digits
+    draw(runs, "--compare", "vgg8_softmax", "vgg8_arcface", "--split", "val")
+    assert legend_of_last_drawing() == [*digits, "class weight"]

@@ -1,5 +1,7 @@
 import numpy as np
 
+import visualization
+from conftest import call_main
 from render import EmbeddingFigure, class_colors, gif_durations, gif_palette, on_unit_sphere, render_frames, to_palette
 
 
@@ -50,6 +52,15 @@ def test_parallel_rendering_draws_the_same_frames_as_one_process():
     assert not np.array_equal(alone[0], alone[1])
 
 
+def test_rendering_in_this_process_closes_its_figure():
+    import matplotlib.pyplot as plt
+
+    open_before = plt.get_fignums()
+    jobs = [([(np.eye(3), np.arange(3), None, None)], "t", None)]
+    frames = render_frames(jobs, {"class_names": ["a", "b", "c"], "point_size": 8}, gif_palette(3), workers=1)
+    assert len(frames) == 1 and plt.get_fignums() == open_before  # a caller that lives on does not gather them
+
+
 def test_palette_keeps_every_class_color():
     palette = gif_palette(10)
     assert palette.shape[1] == 3 and len(palette) <= 256
@@ -60,3 +71,20 @@ def test_palette_keeps_every_class_color():
     np.testing.assert_array_equal(palette[indices], image)
     blend = to_palette(np.array([[[250, 140, 30]]], np.uint8), palette)  # not in the palette: a close color
     assert np.abs(palette[blend].astype(int) - [250, 140, 30]).max() < 20
+
+
+def test_the_legend_has_a_class_weight_entry_only_when_asked():
+    panels = [(np.array([[1.0, 0, 0], [0, 1, 0]]), np.array([0, 1]), np.eye(2, 3), None)]
+    for show_weights, expected in ((False, ["a", "b"]), (True, ["a", "b", "class weight"])):
+        figure = EmbeddingFigure(["a", "b"], 8, show_weights=show_weights)
+        figure.render(panels, "t")
+        assert [text.get_text() for text in figure.fig.legends[0].get_texts()] == expected
+
+
+def test_a_gif_above_50_frames_a_second_is_refused_in_one_line(tmp_path):
+    result = call_main(visualization.main, "--fps", "60", "--out-dir", tmp_path)
+    assert result.returncode == 2 and result.stdout == ""
+    message = "error: --fps 60: a GIF shows at most 50 frames a second (use --format mp4)\n"
+    assert result.stderr.endswith(f": {message}") and result.stderr.count("\n") == 1  # after the program's name
+    assert visualization.parse_args(["--fps", "50"]).fps == 50
+    assert visualization.parse_args(["--fps", "60", "--format", "mp4"]).fps == 60
