@@ -74,13 +74,14 @@ class EmbeddingFigure:
             self.weight_markers.append([ax.scatter(*empty, s=110, marker="*", color=color, edgecolors="black",
                                                    linewidths=0.6, **({"depthshade": False} if dim == 3 else {}))
                                         for color in colors])
+        marker_scale = 4 / max(point_size, 0.1) ** 0.5  # legend dots of one size, whatever the points' size
         handles, labels = [*self.scatters[0]], [*class_names]
-        if show_weights:
-            handles.append(Line2D([], [], marker="*", markersize=10, color="white", markeredgecolor="black",
-                                  linestyle=""))
+        if show_weights:  # the star at 10 points, after the scale that the legend applies to every marker
+            handles.append(Line2D([], [], marker="*", markersize=10 / marker_scale, color="white",
+                                  markeredgecolor="black", linestyle=""))
             labels.append("class weight")
-        self.fig.legend(handles=handles, labels=labels,
-                        loc="upper left", markerscale=4 / max(point_size, 0.1) ** 0.5, fontsize=8, frameon=False)
+        self.fig.legend(handles=handles, labels=labels, loc="upper left", markerscale=marker_scale, fontsize=8,
+                        frameon=False)
         self.title = self.fig.suptitle("", fontsize=11)
         self.fig.subplots_adjust(left=0.02 if dim == 3 else 0.12, right=0.98, bottom=0.02 if dim == 3 else 0.08,
                                  top=0.9 if panels > 1 else 0.95, wspace=0.05)

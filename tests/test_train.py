@@ -167,3 +167,18 @@ def test_the_readmes_lines_embed_a_new_image(fp32_run, tiny_mnist):
     exec(code.replace("data/vgg8_arcface_best.pth", str(fp32_run / "vgg8_arcface_best.pth")), namespace)
     saved = np.load(fp32_run / "all_vgg8_arcface_embeddings.npy")[best["epoch"], -1:]
     np.testing.assert_allclose(namespace["embedding"].numpy(), saved, atol=1e-5)
+
+
+def test_random_states_are_restored_for_dropout_and_shuffling_on_every_device():
+    devices = [CPU] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+    for device in devices:
+        generator = torch.Generator().manual_seed(1)
+        states = train.rng_states(generator, device)
+        assert set(states) == {"torch", "shuffle", "cuda"} and (device.type == "cuda") == bool(states["cuda"])
+
+        def draws():  # dropout's draws on the device, and the shuffling's
+            return torch.rand(5, device=device).cpu(), torch.rand(5).cpu(), torch.randperm(9, generator=generator)
+
+        first = draws()
+        train.set_rng_states(states, generator, device)
+        assert all(torch.equal(a, b) for a, b in zip(first, draws()))
