@@ -302,7 +302,7 @@ def main(argv=None):
     flops = ours["flops_per_image"]
     print(f"\n{args.dataset}: {ours['n_train']:,} training images, {args.epochs} epochs per part "
           f"(first one a warm-up) on {args.device}; machine: {os.cpu_count()} CPUs, matrix-product peak "
-          f"{r['peak']['gflops']['float32']:.0f} GFLOP/s fp32, {r['peak']['gflops']['bfloat16']:.0f} bf16")
+          + ", ".join(f"{gflops:.0f} GFLOP/s {dtype}" for dtype, gflops in r["peak"]["gflops"].items()))
     rows = [
         ("", "seed's way", "ours", "seed / ours"),
         ("epoch, s (train + embeddings + val)", f"{seed_epoch:.1f}", f"{ours_epoch:.1f}",

@@ -102,15 +102,15 @@ def unpack_archives(dataset_class, raw_folder):
                 raise DatasetError(f"cannot unpack {archive}: {raw_folder} cannot be written "
                                    f"({error.strerror or error}); unpack it there, or copy the "
                                    "folder somewhere writable and give that as --data-dir") from None
-            with target:
-                try:
-                    with gzip.open(archive, "rb") as source:
-                        shutil.copyfileobj(source, target)
-                except (OSError, EOFError, zlib.error) as error:  # gzip.BadGzipFile is an OSError
-                    target.close()
+            try:
+                with target, gzip.open(archive, "rb") as source:
+                    shutil.copyfileobj(source, target)
+                os.replace(unpacked + ".part", unpacked)
+            except (OSError, EOFError, zlib.error) as error:  # gzip.BadGzipFile is an OSError
+                raise DatasetError(f"{archive} cannot be unpacked ({error}); replace it") from None
+            finally:  # also when stopped half way
+                if os.path.exists(unpacked + ".part"):
                     os.remove(unpacked + ".part")
-                    raise DatasetError(f"{archive} cannot be unpacked ({error}); replace it") from None
-            os.replace(unpacked + ".part", unpacked)
 
 
 def check_idx_files(dataset_class, raw_folder):
@@ -157,14 +157,28 @@ def idx_count(path, ndim):
 
 
 def download(dataset_class, data_dir, train, raw_folder):
-    """torchvision's download (it also unpacks .gz files already in raw_folder, offline)."""
+    """torchvision's download (it also unpacks .gz files already in raw_folder, offline).
+
+    torchvision writes straight into raw_folder: a download that fails or is stopped half way
+    (Ctrl-C) would leave a truncated archive that the next run takes for the dataset. Every file
+    that the attempt added is removed unless it succeeds.
+    """
     log = io.StringIO()
+    present = set(os.listdir(raw_folder)) if os.path.isdir(raw_folder) else set()
+    done = False
     try:
         with contextlib.redirect_stdout(log):  # torchvision prints every failed mirror
-            return dataset_class(data_dir, train=train, download=True)
+            dataset = dataset_class(data_dir, train=train, download=True)
+        done = True
+        return dataset
     except (RuntimeError, OSError) as error:
         reasons = [line.strip() for line in str(error).splitlines() + log.getvalue().splitlines() if "error" in line]
         raise DatasetMissing(raw_folder, reasons[-1] if reasons else str(error).splitlines()[0]) from None
+    finally:
+        if not done and os.path.isdir(raw_folder):
+            for name in set(os.listdir(raw_folder)) - present:
+                if os.path.isfile(path := os.path.join(raw_folder, name)):
+                    os.remove(path)
 
 
 def load_mnist_sample(seed):

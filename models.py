@@ -5,6 +5,7 @@ from its checkpoint alone."""
 import torch
 import torch.nn as nn
 
+import run_files
 from losses import MarginHead, Softmax
 
 HEADS = {head.kind: head for head in (Softmax, MarginHead)}  # head.config()["kind"] -> its class
@@ -145,8 +146,6 @@ def load_model(path, device="cpu"):
     model = load_model("data/vgg8_arcface_best.pth")
     embeddings = model.embed(to_input(images))  # uint8 (B, 28, 28) -> (B, 3)
     """
-    import run_files
-
     checkpoint = run_files.load_checkpoint(path, "train a model first: python train.py")
     try:
         config, num_classes = checkpoint["head"], checkpoint["num_classes"]

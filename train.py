@@ -69,9 +69,14 @@ def select_device(name):
 
 
 def hardware(device):
-    """(device type, CUDA compute capability or None, whether the CPU runs bf16 natively)."""
+    """(device type, CUDA compute capability or None, whether the CPU runs bf16 natively).
+
+    oneDNN also says yes to bf16 on AVX-512 CPUs without bf16 instructions, which it emulates;
+    native means AVX-512 bf16 or AMX. ONEDNN_MAX_CPU_ISA=AVX2 turns oneDNN's bf16 off, and so this.
+    """
     capability = torch.cuda.get_device_capability(device) if device.type == "cuda" else None
-    cpu_bf16 = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    cpu_bf16 = (torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+                and (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()))
     return device.type, capability, cpu_bf16
 
 
@@ -85,19 +90,21 @@ def choose_precision(requested, device_type, capability=None, cpu_bf16=False):
     bf16 needs native support: CUDA compute capability 8.0 on (Ampere and later), or a CPU with
     AVX-512 bf16 or AMX. torch.cuda.is_bf16_supported() also says yes for older GPUs, which
     emulate it, and cuDNN has no bf16 convolutions there. On those, 7.x (V100, T4), the tensor
-    cores run fp16, with a gradient scaler against underflow; fp16 on a CPU is slower than fp32.
+    cores run fp16, with a gradient scaler against underflow. Without tensor cores (6.x and older,
+    a CPU), fp16 is no faster than fp32, and on most of them far slower.
     """
     is_cuda = device_type == "cuda"
     native_bf16 = capability >= (8, 0) if is_cuda else cpu_bf16
+    fast_fp16 = is_cuda and capability >= (7, 0)
     where = f"this GPU (compute capability {capability[0]}.{capability[1]})" if is_cuda else "this CPU"
     if requested == "auto":
-        return "bf16" if native_bf16 else "fp16" if is_cuda and capability >= (7, 0) else "fp32"
+        return "bf16" if native_bf16 else "fp16" if fast_fp16 else "fp32"
     if requested == "bf16" and not native_bf16:
         raise PrecisionError(f"--precision bf16 asked for, but {where} has no native bf16; "
-                             f"use --precision {'fp16 or fp32' if is_cuda else 'fp32'}")
-    if requested == "fp16" and not is_cuda:
-        raise PrecisionError("--precision fp16 is for CUDA GPUs; on a CPU it is slower than fp32: "
-                             "use --precision fp32 or auto")
+                             f"use --precision {'fp16 or fp32' if fast_fp16 else 'fp32'}")
+    if requested == "fp16" and not fast_fp16:
+        raise PrecisionError(f"--precision fp16 asked for, but {where} has no tensor cores, and fp16 "
+                             "is slower than fp32 without them; use --precision fp32 or auto")
     return requested
 
 
@@ -186,8 +193,9 @@ def evaluate(model, images, labels, batch_size, precision):
 
 # ---------------------------------------------------------------- stopping
 
-class Stop(Exception):
-    """SIGINT or SIGTERM arrived."""
+class Stop(BaseException):
+    """SIGINT or SIGTERM arrived; a BaseException, as KeyboardInterrupt, so that no `except Exception`
+    on the way (reading a checkpoint, say) takes it for a fault."""
 
     def __init__(self, signum):
         super().__init__(signal.Signals(signum).name)
@@ -241,7 +249,6 @@ class Training:
     points_images: torch.Tensor  # the images whose embeddings are saved, on the device
     points_labels: torch.Tensor  # their labels, on the CPU
     n_train: int                 # points_images[:n_train] are training images, the rest validation
-    dataset_name: str
     embeddings: np.ndarray       # (epochs + 1, n, embedding_dim), filled epoch by epoch
     meta: dict
     first_epoch: int = 0
@@ -282,7 +289,7 @@ def set_up(args):
         scaler=make_scaler(device, precision), shuffle_generator=torch.Generator().manual_seed(args.seed),
         train_images=data.train_images.to(device), train_labels=data.train_labels.to(device),
         points_images=points_images.to(device), points_labels=points_labels, n_train=n_train,
-        dataset_name=data.name, embeddings=np.zeros((args.epochs + 1, n, args.embedding_dim), np.float32),
+        embeddings=np.zeros((args.epochs + 1, n, args.embedding_dim), np.float32),
         meta=meta)
 
 
@@ -297,12 +304,16 @@ def restore(training):
     args = training.args
     paths = run_files.run_paths(args.out_dir, args.model)
     state = run_files.load_checkpoint(paths["resume"], f"start one with: python train.py --model {args.model}")
-    if not isinstance(state, dict) or any(key not in state for key in RESUME_KEYS):
+    if not isinstance(state, dict):
         raise run_files.RunFileError(f"{paths['resume']} is not a checkpoint to resume from")
+    missing = [key for key in RESUME_KEYS if key not in state]
+    if missing:
+        raise run_files.RunFileError(f"{paths['resume']} lacks {', '.join(missing)}: it was written by another "
+                                     "version of train.py; start the run again without --resume")
     saved = state["options"]
     differences = [f"--{key.replace('_', '-')} {saved.get(key)} (now {getattr(args, key)})"
                    for key in RESUME_MUST_MATCH if saved.get(key) != getattr(args, key)]
-    for name, then, now in (("dataset", state["dataset"], training.dataset_name),
+    for name, then, now in (("dataset", state["dataset"], training.meta["dataset"]),
                             ("head", state["head"], training.model.head.config()),
                             ("precision", state["precision"], training.precision)):
         if then != now:
@@ -363,17 +374,18 @@ def save(training, entry):
     args, epoch = training.args, entry["epoch"]
     training.meta["epochs_completed"] = epoch
     training.meta["history"].append(entry)
+    network = checkpoint(training, entry)
     if epoch > 0 and entry["val_loss"] < training.best_val_loss:
         training.best_val_loss = entry["val_loss"]
-        run_files.save_checkpoint(args.out_dir, args.model, "checkpoint", checkpoint(training, entry))
+        run_files.save_checkpoint(args.out_dir, args.model, "checkpoint", network)
     run_files.save_run(args.out_dir, args.model, training.embeddings[:epoch + 1], training.points_labels.numpy(),
                        training.meta, resume_state={
-                           **checkpoint(training, entry),
+                           **network,
                            "optimizer_state": on_cpu(training.optimizer.state_dict()),
                            "scaler_state": training.scaler.state_dict(),
                            "rng_states": rng_states(training.shuffle_generator, training.device),
                            "history": training.meta["history"], "best_val_loss": training.best_val_loss,
-                           "dataset": training.dataset_name, "precision": training.precision})
+                           "dataset": training.meta["dataset"], "precision": training.precision})
     training.last_saved = epoch
 
 
@@ -397,16 +409,17 @@ def on_cpu(state):
 
 
 def rng_states(shuffle_generator, device):
-    """Every random state the training draws from: dropout's (on the CPU or the GPUs) and the shuffling's."""
+    """Every random state the training draws from: the CPU's, the training GPU's (dropout there),
+    and the shuffling's."""
     return {"torch": torch.get_rng_state(), "shuffle": shuffle_generator.get_state(),
-            "cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else []}
+            "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
 
 
 def set_rng_states(states, shuffle_generator, device):
     torch.set_rng_state(states["torch"])
     shuffle_generator.set_state(states["shuffle"])
-    if device.type == "cuda" and states["cuda"]:
-        torch.cuda.set_rng_state_all(states["cuda"])
+    if device.type == "cuda" and states["cuda"] is not None:  # None: the run so far was on the CPU
+        torch.cuda.set_rng_state(states["cuda"], device)
 
 
 # ---------------------------------------------------------------- main

@@ -49,9 +49,22 @@ def test_train_writes_the_documented_files(trained_run):
     assert not np.array_equal(embeddings[0], embeddings[EPOCHS])
     checkpoint = torch.load(out_dir / "vgg8_arcface_best.pth", weights_only=True)
     assert checkpoint["model"] == "vgg8_arcface" and "head.weight" in checkpoint["model_state"]
+    last = torch.load(out_dir / "vgg8_arcface_last.pth", weights_only=True)
+    assert set(train.RESUME_KEYS) <= set(last) and last["epoch"] == EPOCHS
+    assert {k: v for k, v in last.items() if k in checkpoint and k not in ("epoch", "val_loss", "model_state")} \
+        == {k: v for k, v in checkpoint.items() if k not in ("epoch", "val_loss", "model_state")}  # one dictionary
+    assert set(last["rng_states"]) == {"torch", "shuffle", "cuda"}
+    assert all(tensor.device.type == "cpu" for tensor in tensors_in(last)) and len(tensors_in(last)) > 50
     # one table line per epoch, with the epoch's val accuracy
     last = [line for line in result.stdout.splitlines() if line.split()[:1] == [str(EPOCHS)]]
     assert last and f"{meta['history'][-1]['val_accuracy']:.2%}" in last[0]
+
+
+def tensors_in(tree):
+    if isinstance(tree, torch.Tensor):
+        return [tree]
+    values = tree.values() if isinstance(tree, dict) else tree if isinstance(tree, (list, tuple)) else []
+    return [tensor for value in values for tensor in tensors_in(value)]
 
 
 def test_visualization_writes_looping_gifs_with_one_frame_per_epoch(trained_run):

@@ -132,6 +132,49 @@ def test_a_signal_while_the_dataset_loads_stops_in_one_line(tiny_mnist, tmp_path
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
+class InterruptedDownload:
+    """What urllib.request.urlopen returns, for a server that sends a few chunks of an archive
+    before the user presses Ctrl-C."""
+
+    def __init__(self, request):
+        self.url, self.length, self.chunks = request.full_url, 10 ** 6, 0
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        return False
+
+    def read(self, size=-1):
+        self.chunks += 1
+        if self.chunks == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(10)
+        return b"\x1f\x8b" + bytes(1000)
+
+
+def test_ctrl_c_during_a_download_leaves_no_partial_archive(tmp_path, monkeypatch):
+    import urllib.request
+
+    monkeypatch.setattr(urllib.request, "urlopen", lambda request, *args, **kwargs: InterruptedDownload(request))
+    result = run(TRAIN, "--dataset", "fashion-mnist", "--data-dir", tmp_path / "data", "--out-dir", tmp_path / "out")
+    assert_clean_error(result, "stopped by SIGINT before training started", code=130)
+    raw = tmp_path / "data" / "FashionMNIST" / "raw"
+    assert raw.is_dir() and list(raw.iterdir()) == []  # the next run downloads again, not a truncated archive
+
+
+def test_ctrl_c_while_the_checkpoint_is_read_is_a_stop_not_a_damaged_file(tiny_mnist, run_copy, monkeypatch):
+    import torch
+
+    def load_until_stopped(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(10)
+
+    monkeypatch.setattr(torch, "load", load_until_stopped)
+    result = run(TRAIN, *tiny_args(tiny_mnist, run_copy, "--epochs", "3", "--resume"))
+    assert_clean_error(result, "stopped by SIGINT before training started", code=130)
+
+
 def test_a_save_that_fails_ends_in_one_line_and_keeps_the_epochs_done(tiny_mnist, tmp_path):
     process = start_training(tiny_mnist, tmp_path)
     try:
@@ -205,7 +248,7 @@ def test_bad_options_are_refused_in_one_line(args, fragments):
 
 @pytest.mark.parametrize("precision,cpu_bf16,message", [
     ("bf16", False, "this CPU has no native bf16; use --precision fp32"),
-    ("fp16", True, "--precision fp16 is for CUDA GPUs"),
+    ("fp16", True, "this CPU has no tensor cores, and fp16 is slower than fp32 without them"),
 ])
 def test_a_precision_this_cpu_does_not_run_is_refused(tmp_path, monkeypatch, precision, cpu_bf16, message):
     monkeypatch.setattr(train, "hardware", lambda device: ("cpu", None, cpu_bf16))
