@@ -4,7 +4,7 @@ classes). Also open-set recognition: telling images of the classes seen in train
 
 Scores are counted in a histogram of SCORE_BINS bins over [-1, 1], which is exact to a bin's width
 (3e-5 in cosine) and takes one pass over the pairs: all pairs of 10,000 images (50 million) are
-counted in about a second on one core, where sorting them for sklearn.metrics.roc_curve would take far longer.
+counted in half a second here, where sorting them for sklearn.metrics.roc_curve would take far longer.
 Pure numpy (and scikit-learn for the open-set AUROC), so that a test can reach every function.
 """
 
@@ -20,28 +20,38 @@ ROWS_PER_BLOCK = 1024  # rows of the cosine matrix computed at once: at most 102
 
 def score_bin(scores):
     """Cosines -> histogram bins, 0 (cosine -1) to SCORE_BINS - 1 (cosine 1)."""
-    bins = ((np.asarray(scores, np.float32) + 1) * (SCORE_BINS / 2)).astype(np.int32)
+    scores = np.array(scores, np.float32)  # a copy, changed in place below
+    scores += 1
+    scores *= SCORE_BINS / 2
+    bins = scores.astype(np.int32)
     return np.clip(bins, 0, SCORE_BINS - 1, out=bins)
 
 
 def histograms(genuine_scores, impostor_scores):
     """(genuine counts, impostor counts) per bin, of scores given one by one."""
-    return (np.bincount(score_bin(genuine_scores), minlength=SCORE_BINS),
-            np.bincount(score_bin(impostor_scores), minlength=SCORE_BINS))
+    return (np.bincount(score_bin(genuine_scores).ravel(), minlength=SCORE_BINS),
+            np.bincount(score_bin(impostor_scores).ravel(), minlength=SCORE_BINS))
 
 
 def pair_histograms(embeddings, labels):
-    """(genuine counts, impostor counts) per bin over all pairs of distinct rows of embeddings."""
-    directions = unit(embeddings).astype(np.float32)
-    labels = np.asarray(labels)
-    counts = np.zeros(2 * SCORE_BINS + 1, np.int64)  # genuine bins, impostor bins, then the unpaired
-    for start in range(0, len(labels), ROWS_PER_BLOCK):
-        rows = slice(start, start + ROWS_PER_BLOCK)
-        index = score_bin(directions[rows] @ directions[start:].T)  # (block, n - start): pairs (i, j >= i)
-        index += SCORE_BINS * (labels[rows, None] != labels[None, start:])
-        index[np.tril_indices(index.shape[0])] = 2 * SCORE_BINS  # j <= i: the row itself, or counted before
-        counts += np.bincount(index.ravel(), minlength=len(counts))
-    return counts[:SCORE_BINS], counts[SCORE_BINS:2 * SCORE_BINS]
+    """(genuine counts, impostor counts) per bin over all pairs of distinct rows of embeddings.
+
+    With the rows sorted by class, the pairs of a class's rows with each other are genuine and
+    those with the rows of the classes after it impostor: no pair needs its labels compared.
+    """
+    order = np.argsort(labels, kind="stable")
+    directions = unit(np.asarray(embeddings)[order]).astype(np.float32)
+    _, firsts = np.unique(np.asarray(labels)[order], return_index=True)
+    genuine = np.zeros(SCORE_BINS + 1, np.int64)  # the last bin: not a pair
+    impostor = np.zeros(SCORE_BINS, np.int64)
+    for first, end in zip(firsts, [*firsts[1:], len(order)]):  # the rows of one class
+        for start in range(first, end, ROWS_PER_BLOCK):
+            rows = directions[start:min(start + ROWS_PER_BLOCK, end)]
+            same = score_bin(rows @ directions[start:end].T)  # (rows, columns from the first row on)
+            same[np.tril_indices(len(rows))] = SCORE_BINS  # a row with itself, or with one before it
+            genuine += np.bincount(same.ravel(), minlength=SCORE_BINS + 1)
+            impostor += np.bincount(score_bin(rows @ directions[end:].T).ravel(), minlength=SCORE_BINS)
+    return genuine[:SCORE_BINS], impostor
 
 
 def roc(genuine_counts, impostor_counts):
