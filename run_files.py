@@ -2,7 +2,8 @@
 
 For a model M in the output folder:
     all_M_embeddings.npy  float32 (epochs_completed + 1, n, embedding_dim); frame 0 is the untrained network
-    all_M_labels.npy      int64 (n,); rows [0, n_train) are training samples, [n_train, n) validation
+    all_M_labels.npy      int64 (n,); the meta file's splits give the rows of the training sample, the
+                          validation images and, when classes were held out of training, theirs ("unseen")
     all_M_meta.json       model, dataset, splits, epochs_completed, options and per-epoch history
     M_best.pth            the network with the lowest val loss so far, written when the val loss improves:
                           weights, model name, head configuration, embedding size, number of classes,
@@ -111,13 +112,16 @@ def load_run(out_dir, model_name):
             meta = json.loads(f.read())
         # every field that drawing reads is read here, so that a damaged file fails with its name
         n_frames = int(meta["epochs_completed"]) + 1
-        (train_start, n_train), (val_start, n) = ([int(i) for i in meta["splits"][split]] for split in ("train", "val"))
+        (train_start, n_train), (val_start, val_end) = ([int(i) for i in meta["splits"][split]]
+                                                        for split in ("train", "val"))
+        unseen_start, n = [int(i) for i in meta["splits"].get("unseen", (val_end, val_end))]
         history = [(int(entry["epoch"]), float(entry["val_accuracy"])) for entry in meta["history"][:n_frames]]
         class_names = [str(name) for name in meta["class_names"]]
         int(meta["options"]["epochs"]), str(meta["model"])
     except (ValueError, KeyError, TypeError, IndexError, AttributeError) as error:
         raise RunFileError(f"{paths['meta']} is not a valid run description ({type(error).__name__}: {error})") from None
-    if len(labels) != n or train_start != 0 or val_start != n_train or not 0 <= n_train <= n:
+    if (len(labels) != n or train_start != 0 or val_start != n_train or unseen_start != val_end
+            or not 0 <= n_train <= val_end <= n):
         raise RunFileError(f"{paths['meta']} describes {n} points split at {n_train}, "
                            f"the arrays hold {len(labels)}")
     if n_frames < 1 or len(embeddings) < n_frames or len(history) < n_frames:

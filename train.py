@@ -20,8 +20,9 @@ from tqdm import tqdm
 import run_files
 from cli import ArgumentParser, finite_float, non_negative_int, positive, seed_int
 from datasets import DATASET_NAMES, DatasetError, balanced_sample, load_dataset
-from metrics import geometry, unit
+from metrics import class_means, geometry, unit
 from models import MODEL_NAMES, build_model, to_input
+from verification import epoch_metrics
 
 NUM_CLASSES = 10  # every dataset here: digits, clothes, hiragana
 DIVERGENCE_CHECK_STEPS = 50  # training steps between two looks at the loss; each look waits for the device
@@ -48,6 +49,9 @@ def parse_args(argv=None):
     p.add_argument("--train-points", type=non_negative_int, default=10000,
                    help="class-balanced training images whose embeddings are saved each epoch (0: all)")
     p.add_argument("--embedding-dim", type=positive(int), default=3, help="size of the embedding")
+    p.add_argument("--unseen-classes", type=non_negative_int, nargs="+", default=[], metavar="CLASS",
+                   help="classes held out of training (dataset indices, e.g. 6 7 8 9), embedded every epoch "
+                        "to measure verification on classes never seen; default: none")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="auto: CUDA when present")
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
                    help="autocast precision of the convolutions; auto: bf16 where the hardware runs it natively, "
@@ -55,7 +59,18 @@ def parse_args(argv=None):
     p.add_argument("--eval-batch-size", type=positive(int), default=512, help="batch size of no-grad passes")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out-dir from its last completed epoch (--epochs may be raised)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    unseen = args.unseen_classes
+    if unseen:
+        if max(unseen) >= NUM_CLASSES:
+            p.error(f"--unseen-classes {max(unseen)}: the datasets have classes 0-{NUM_CLASSES - 1}")
+        if len(set(unseen)) < len(unseen):
+            p.error(f"--unseen-classes {' '.join(map(str, unseen))}: a class is named twice")
+        if not 2 <= len(unseen) <= NUM_CLASSES - 2:
+            p.error(f"--unseen-classes: hold out from 2 to {NUM_CLASSES - 2} classes, so that at least 2 are "
+                    f"seen and 2 unseen; got {len(unseen)}")
+    args.unseen_classes = sorted(unseen)
+    return args
 
 
 # ---------------------------------------------------------------- device and precision
@@ -117,14 +132,31 @@ def autocast(device, precision):
 
 # ---------------------------------------------------------------- training and evaluation
 
-def saved_points(data, train_points, seed):
+def saved_points(data, train_points, seed, unseen_classes=()):
     """The images whose embeddings are saved every epoch, in a fixed order: a class-balanced
-    sample of train_points training images (0: all), then the whole validation split.
-    Returns (images, labels, n_train)."""
-    sample = balanced_sample(data.train_labels, train_points, seed)
-    images = torch.cat([data.train_images[sample], data.val_images])
-    labels = torch.cat([data.train_labels[sample], data.val_labels])
-    return images, labels, len(sample)
+    sample of train_points training images of the seen classes (0: all of them), the validation
+    images of the seen classes, then those of the unseen classes.
+    Returns (images, labels, splits): labels as in the dataset, splits the meta file's row ranges."""
+    unseen = torch.tensor(unseen_classes, dtype=torch.long)
+    seen_train = torch.nonzero(~torch.isin(data.train_labels, unseen)).flatten()
+    sample = seen_train[balanced_sample(data.train_labels[seen_train], train_points, seed)]
+    is_unseen = torch.isin(data.val_labels, unseen)
+    val_rows = torch.cat([torch.nonzero(~is_unseen).flatten(), torch.nonzero(is_unseen).flatten()])
+    images = torch.cat([data.train_images[sample], data.val_images[val_rows]])
+    labels = torch.cat([data.train_labels[sample], data.val_labels[val_rows]])
+    val_end = len(sample) + int((~is_unseen).sum())
+    splits = {"train": [0, len(sample)], "val": [len(sample), val_end]}
+    if len(unseen_classes):
+        splits["unseen"] = [val_end, len(labels)]
+    return images, labels, splits
+
+
+def head_rows(unseen_classes):
+    """Dataset label -> the head's row for that class: the seen classes in order, -1 for the unseen."""
+    rows = torch.full((NUM_CLASSES,), -1, dtype=torch.long)
+    seen = [c for c in range(NUM_CLASSES) if c not in unseen_classes]
+    rows[seen] = torch.arange(len(seen))
+    return rows
 
 
 class Diverged(Exception):
@@ -244,11 +276,12 @@ class Training:
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
     shuffle_generator: torch.Generator
-    train_images: torch.Tensor   # (N, 28, 28) uint8, on the device
-    train_labels: torch.Tensor   # (N,), on the device
+    train_images: torch.Tensor   # (N, 28, 28) uint8 images of the seen classes, on the device
+    train_labels: torch.Tensor   # (N,) their head rows, on the device
     points_images: torch.Tensor  # the images whose embeddings are saved, on the device
-    points_labels: torch.Tensor  # their labels, on the CPU
-    n_train: int                 # points_images[:n_train] are training images, the rest validation
+    points_labels: torch.Tensor  # their dataset labels, on the CPU
+    points_rows: torch.Tensor    # their head rows (0 for unseen classes, whose loss is not used), on the device
+    splits: dict                 # row ranges of points_images: "train", "val" and, held out, "unseen"
     embeddings: np.ndarray       # (epochs + 1, n, embedding_dim), filled epoch by epoch
     meta: dict
     first_epoch: int = 0
@@ -265,8 +298,9 @@ def set_up(args):
     except PrecisionError as error:
         raise SystemExit(f"error: {error}")
     torch.manual_seed(args.seed)
+    rows = head_rows(args.unseen_classes)
     try:
-        model = build_model(args.model, args.embedding_dim, NUM_CLASSES, scale=args.scale,
+        model = build_model(args.model, args.embedding_dim, int((rows >= 0).sum()), scale=args.scale,
                             margin=args.margin, m1=args.m1, m2=args.m2, m3=args.m3)
     except ValueError as error:
         raise SystemExit(f"error: {error}")
@@ -276,24 +310,30 @@ def set_up(args):
         data = load_dataset(args.dataset, args.data_dir, args.seed, warn=lambda line: print(line, file=sys.stderr))
     except (DatasetError, run_files.RunFileError) as error:
         raise SystemExit(f"error: {error}")
-    points_images, points_labels, n_train = saved_points(data, args.train_points, args.seed)
-    n = len(points_labels)
+    points_images, points_labels, splits = saved_points(data, args.train_points, args.seed, args.unseen_classes)
+    train_images, train_labels = data.train_images, data.train_labels
+    if args.unseen_classes:  # nothing of them reaches training
+        seen = rows[train_labels] >= 0
+        train_images, train_labels = train_images[seen], train_labels[seen]
     meta = {
         "model": args.model, "dataset": data.name, "dataset_source": data.source,
-        "class_names": data.class_names, "splits": {"train": [0, n_train], "val": [n_train, n]},
+        "class_names": data.class_names, "splits": splits,
         "epochs_completed": 0, "options": vars(args), "device": device.type, "precision": precision,
         "head": model.head.config(), "history": [],
     }
+    if args.unseen_classes:
+        meta["seen_classes"] = [c for c in range(NUM_CLASSES) if rows[c] >= 0]
+        meta["unseen_classes"] = args.unseen_classes
     return Training(
         args=args, device=device, precision=precision, model=model, optimizer=make_optimizer(model, args.lr),
         scaler=make_scaler(device, precision), shuffle_generator=torch.Generator().manual_seed(args.seed),
-        train_images=data.train_images.to(device), train_labels=data.train_labels.to(device),
-        points_images=points_images.to(device), points_labels=points_labels, n_train=n_train,
-        embeddings=np.zeros((args.epochs + 1, n, args.embedding_dim), np.float32),
-        meta=meta)
+        train_images=train_images.to(device), train_labels=rows[train_labels].to(device),
+        points_images=points_images.to(device), points_labels=points_labels,
+        points_rows=rows[points_labels].clamp(min=0).to(device), splits=splits,
+        embeddings=np.zeros((args.epochs + 1, len(points_labels), args.embedding_dim), np.float32), meta=meta)
 
 
-RESUME_MUST_MATCH = ("model", "seed", "batch_size", "lr", "train_points", "embedding_dim")
+RESUME_MUST_MATCH = ("model", "seed", "batch_size", "lr", "train_points", "embedding_dim", "unseen_classes")
 RESUME_KEYS = ("model_state", "head", "options", "epoch", "optimizer_state", "scaler_state", "rng_states",
                "history", "best_val_loss", "dataset", "precision")
 
@@ -311,7 +351,7 @@ def restore(training):
         raise run_files.RunFileError(f"{paths['resume']} lacks {', '.join(missing)}: it was written by another "
                                      "version of train.py; start the run again without --resume")
     saved = state["options"]
-    differences = [f"--{key.replace('_', '-')} {saved.get(key)} (now {getattr(args, key)})"
+    differences = [f"--{key.replace('_', '-')} {describe(saved.get(key))} (now {describe(getattr(args, key))})"
                    for key in RESUME_MUST_MATCH if saved.get(key) != getattr(args, key)]
     for name, then, now in (("dataset", state["dataset"], training.meta["dataset"]),
                             ("head", state["head"], training.model.head.config()),
@@ -354,17 +394,20 @@ def run_epoch(training, epoch):
         train_loss = train_one_epoch(model, training.train_images, training.train_labels, training.optimizer,
                                      training.scaler, args.batch_size, training.shuffle_generator,
                                      training.precision, f"epoch {epoch}/{args.epochs}")
-    embeddings, losses, correct = evaluate(model, training.points_images, training.points_labels.to(training.device),
+    embeddings, losses, correct = evaluate(model, training.points_images, training.points_rows,
                                            args.eval_batch_size, training.precision)
-    n_train, labels = training.n_train, training.points_labels.numpy()
-    val_loss, val_accuracy = losses[n_train:].mean().item(), correct[n_train:].float().mean().item()
+    train, val = (slice(*training.splits[split]) for split in ("train", "val"))
+    val_loss, val_accuracy = losses[val].mean().item(), correct[val].float().mean().item()  # the seen classes
     if not (math.isfinite(val_loss) and np.isfinite(embeddings).all()):  # keep the last good files
         raise Diverged("in the evaluation after it", val_loss)
     weights = unit(model.head.weight.detach().cpu().numpy()) if model.head.uses_cosine else None
-    shape = geometry(embeddings[:n_train], labels[:n_train], embeddings[n_train:], labels[n_train:],
-                     NUM_CLASSES, weights)
+    rows, labels = training.points_rows.cpu().numpy(), training.points_labels.numpy()
+    num_rows = model.head.weight.shape[0]
+    shape = geometry(embeddings[train], rows[train], embeddings[val], rows[val], num_rows, weights)
+    seen_means = class_means(embeddings[train], rows[train], num_rows)
     training.embeddings[epoch] = embeddings
     return {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "val_accuracy": val_accuracy, **shape,
+            **epoch_metrics(embeddings, labels, training.splits, seen_means, args.seed),
             "seconds": time.perf_counter() - start,
             "class_weights": None if weights is None else weights.round(6).tolist()}
 
@@ -393,7 +436,7 @@ def checkpoint(training, entry):
     """What both checkpoints hold, all on the CPU: enough for models.load_model to rebuild the network."""
     model = training.model
     return {"model_state": on_cpu(model.state_dict()), "model": training.args.model, "head": model.head.config(),
-            "embedding_dim": training.args.embedding_dim, "num_classes": NUM_CLASSES,
+            "embedding_dim": training.args.embedding_dim, "num_classes": model.head.weight.shape[0],
             "options": vars(training.args), "epoch": entry["epoch"], "val_loss": entry["val_loss"]}
 
 
@@ -459,11 +502,12 @@ def main(argv=None):
 
 
 def print_header(training):
-    args, n = training.args, len(training.points_labels)
+    args, counts = training.args, {split: stop - start for split, (start, stop) in training.splits.items()}
+    held_out = f" (held out: classes {' '.join(map(str, args.unseen_classes))})" if args.unseen_classes else ""
     print(f"{args.model} on {training.meta['dataset']} ({training.meta['dataset_source']}): "
-          f"{len(training.train_labels):,} train, {n - training.n_train:,} val images; saving "
-          f"{training.n_train:,} train + {n - training.n_train:,} val points per epoch; {training.device.type}, "
-          f"{training.precision}, batch {args.batch_size}"
+          f"{len(training.train_labels):,} training images{held_out}; saving "
+          f"{' + '.join(f'{count:,} {split}' for split, count in counts.items())} points per epoch; "
+          f"{training.device.type}, {training.precision}, batch {args.batch_size}"
           + (f"; resuming after epoch {training.first_epoch - 1}" if args.resume else ""))
     print(f"{training.model.head}\n{'epoch':>5} {'train_loss':>10} {'val_loss':>9} {'val_acc':>8} {'ncm_acc':>8} "
           f"{'spread':>7} {'separation':>10} {'seconds':>8}")
@@ -478,8 +522,12 @@ def print_row(entry):
 
 
 def describe(value):
-    """{"kind": "margin", "s": 15.0} -> "kind=margin s=15.0"; anything else as it is."""
-    return " ".join(f"{k}={v}" for k, v in value.items()) if isinstance(value, dict) else str(value)
+    """{"kind": "margin", "s": 15.0} -> "kind=margin s=15.0", [6, 7] -> "6 7" ([]: "none"); else as it is."""
+    if isinstance(value, dict):
+        return " ".join(f"{k}={v}" for k, v in value.items())
+    if isinstance(value, list):
+        return " ".join(map(str, value)) or "none"
+    return str(value)
 
 
 @contextlib.contextmanager

@@ -121,3 +121,16 @@ def unseen_geometry(unseen_points, unseen_labels, seen_means, seed):
     return {"unseen_ncm_accuracy": float(np.mean(similarity.argmax(1) == index[~gallery])),
             "unseen_intra_class_deg": float(np.mean(angle_deg(unseen_points, means[index]))),
             "unseen_min_angle_deg": float(np.nanmin(between))}
+
+
+def epoch_metrics(embeddings, labels, splits, seen_means, seed):
+    """The verification and open-set figures of one epoch's saved points (rows as in the run's splits,
+    labels as in the dataset), for the history: the seen part alone when no class is held out."""
+    val = slice(*splits["val"])
+    result = {"verification": {"seen": verification(embeddings[val], labels[val])}}
+    if "unseen" in splits:
+        unseen = slice(*splits["unseen"])
+        result["verification"]["unseen"] = verification(embeddings[unseen], labels[unseen])
+        result["open_set_auroc"] = open_set_auroc(embeddings[val], embeddings[unseen], seen_means)
+        result.update(unseen_geometry(embeddings[unseen], labels[unseen], seen_means, seed))
+    return result

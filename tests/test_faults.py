@@ -241,6 +241,10 @@ def test_a_checkpoint_that_is_an_arbitrary_pickle_is_refused(tiny_mnist, run_cop
     (["--seed", "-1"], ["--seed", "from 0 to 2**64 - 1", "got -1"]),
     (["--seed", str(2 ** 64)], ["--seed", "from 0 to 2**64 - 1"]),
     (["--precision", "fp8"], ["--precision", "fp16"]),
+    (["--unseen-classes", "3", "10"], ["--unseen-classes 10", "classes 0-9"]),
+    (["--unseen-classes", "3", "3"], ["--unseen-classes 3 3", "named twice"]),
+    (["--unseen-classes", "3"], ["at least 2 are seen and 2 unseen", "got 1"]),
+    (["--unseen-classes", *map(str, range(9))], ["at least 2 are seen and 2 unseen", "got 9"]),
 ])
 def test_bad_options_are_refused_in_one_line(args, fragments):
     assert_clean_error(run(TRAIN, *args), *fragments, code=2)

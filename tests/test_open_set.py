@@ -1,0 +1,101 @@
+"""Classes held out of training (--unseen-classes): never trained on, embedded and measured every epoch."""
+
+import numpy as np
+import pytest
+import torch
+
+import train
+from conftest import call_main
+from run_files import load_run
+from verification import epoch_metrics
+
+UNSEEN = ["6", "7", "8", "9"]
+
+
+def open_set_args(data_dir, out_dir, *extra, unseen=UNSEEN):
+    return ["--data-dir", data_dir, "--out-dir", out_dir, "--train-points", "100", "--batch-size", "64",
+            "--precision", "fp32", *extra, *(["--unseen-classes", *unseen] if unseen else [])]
+
+
+def test_a_held_out_class_reaches_no_training_batch_and_has_no_head_row(tiny_mnist, tmp_path):
+    training = train.set_up(train.parse_args(map(str, open_set_args(tiny_mnist, tmp_path, "--epochs", "1"))))
+    assert training.model.head.weight.shape == (6, 3)
+    data = train.load_dataset("mnist", tiny_mnist, 58)
+    unseen = torch.isin(data.train_labels, torch.tensor([6, 7, 8, 9]))
+    held_out = {image.numpy().tobytes() for image in data.train_images[unseen]}
+    assert len(held_out) > 100
+    trained_on = []  # every image of every training batch, as the network received it
+
+    def record(module, inputs):
+        images = ((inputs[0][:, 0] + 1) * 127.5).round().to(torch.uint8)
+        trained_on.extend(image.numpy().tobytes() for image in images)
+
+    hook = training.model.features[0][0].register_forward_pre_hook(record)
+    train.train_one_epoch(training.model, training.train_images, training.train_labels, training.optimizer,
+                          training.scaler, 64, training.shuffle_generator, "fp32", None)
+    hook.remove()
+    assert len(trained_on) >= int((~unseen).sum()) - 64 and not held_out & set(trained_on)
+    assert training.train_labels.max().item() == 5  # the seen classes' head rows 0-5
+
+
+@pytest.fixture(scope="module")
+def open_set_run(tiny_mnist, tmp_path_factory):
+    out_dir = tmp_path_factory.mktemp("open_set")
+    result = call_main(train.main, "--epochs", "2", *open_set_args(tiny_mnist, out_dir))
+    assert result.returncode == 0, result.stderr
+    return out_dir, result
+
+
+def test_the_run_saves_the_unseen_rows_with_their_labels_and_measures_them(open_set_run):
+    out_dir, result = open_set_run
+    embeddings, labels, meta = load_run(str(out_dir), "vgg8_arcface")
+    assert meta["seen_classes"] == [0, 1, 2, 3, 4, 5] and meta["unseen_classes"] == [6, 7, 8, 9]
+    (t0, t1), (v0, v1), (u0, u1) = (meta["splits"][split] for split in ("train", "val", "unseen"))
+    assert t0 == 0 and t1 == v0 and v1 == u0 and u1 == len(labels) == embeddings.shape[1]
+    assert set(labels[:v1]) <= {0, 1, 2, 3, 4, 5} and set(labels[u0:]) == {6, 7, 8, 9}
+    assert "held out: classes 6 7 8 9" in result.stdout
+    for entry in meta["history"]:
+        assert set(entry["verification"]) == {"seen", "unseen"}
+        for group in entry["verification"].values():
+            assert 0 <= group["auc"] <= 1 and 0 <= group["eer"] <= 1 and set(group["tar_at_far"]) == {"0.01", "0.001"}
+        assert 0 <= entry["open_set_auroc"] <= 1 and 0 <= entry["unseen_ncm_accuracy"] <= 1
+        assert entry["unseen_intra_class_deg"] > 0 and entry["unseen_min_angle_deg"] >= 0
+        assert len(entry["class_weights"]) == 6
+    best = torch.load(out_dir / "vgg8_arcface_best.pth", weights_only=True)
+    assert best["num_classes"] == 6 and best["model_state"]["head.weight"].shape == (6, 3)
+
+
+def test_resume_keeps_the_held_out_classes_and_refuses_others(open_set_run, tiny_mnist, tmp_path):
+    out_dir, _ = open_set_run
+    for name in ("all_vgg8_arcface_embeddings.npy", "all_vgg8_arcface_labels.npy", "all_vgg8_arcface_meta.json",
+                 "vgg8_arcface_last.pth"):
+        (tmp_path / name).write_bytes((out_dir / name).read_bytes())
+    other = call_main(train.main, *open_set_args(tiny_mnist, tmp_path, "--epochs", "3", "--resume", unseen=["6", "7"]))
+    assert other.returncode == 1 and "--unseen-classes 6 7 8 9 (now 6 7)" in other.stderr
+    closed = call_main(train.main, *open_set_args(tiny_mnist, tmp_path, "--epochs", "3", "--resume", unseen=[]))
+    assert closed.returncode == 1 and "--unseen-classes 6 7 8 9 (now none)" in closed.stderr
+    resumed = call_main(train.main, *open_set_args(tiny_mnist, tmp_path, "--epochs", "3", "--resume"))
+    assert resumed.returncode == 0, resumed.stderr
+    embeddings, _, meta = load_run(str(tmp_path), "vgg8_arcface")
+    assert len(embeddings) == 4 and "unseen" in meta["history"][-1]["verification"]
+
+
+def test_a_closed_set_run_records_the_seen_verification_alone(tiny_mnist, tmp_path):
+    result = call_main(train.main, "--data-dir", tiny_mnist, "--out-dir", tmp_path, "--train-points", "100",
+                       "--batch-size", "64", "--epochs", "1")
+    assert result.returncode == 0, result.stderr
+    _, _, meta = load_run(str(tmp_path), "vgg8_arcface")
+    assert set(meta["splits"]) == {"train", "val"} and "unseen_classes" not in meta
+    assert set(meta["history"][-1]["verification"]) == {"seen"} and "open_set_auroc" not in meta["history"][-1]
+
+
+def test_epoch_metrics_split_the_rows_as_the_run_does():
+    rng = np.random.default_rng(0)
+    labels = np.r_[np.arange(20) % 2, np.arange(10) % 2, 2 + np.arange(12) % 3]  # train, val, unseen
+    embeddings = rng.normal(size=(len(labels), 3))
+    splits = {"train": [0, 20], "val": [20, 30], "unseen": [30, 42]}
+    result = epoch_metrics(embeddings, labels, splits, np.eye(3)[:2], seed=0)
+    assert result["verification"]["seen"]["pairs"] == {"genuine": 2 * 10, "impostor": 25}  # 10 val images, 5 + 5
+    assert result["verification"]["unseen"]["pairs"] == {"genuine": 3 * 6, "impostor": 48}  # 12 unseen, 4 + 4 + 4
+    closed = epoch_metrics(embeddings[:30], labels[:30], {"train": [0, 20], "val": [20, 30]}, np.eye(3)[:2], seed=0)
+    assert set(closed) == {"verification"} and set(closed["verification"]) == {"seen"}
