@@ -94,36 +94,19 @@ def training_flops_per_image(model):
 
 
 def part_train_ours(args):
-    import torch
-
+    """train.py's own epochs, at its defaults: training, embedding the saved points, every metric."""
     import train
-    from datasets import load_dataset
-    from models import build_model
 
-    device = train.select_device(args.device)
-    precision = train.choose_precision("auto", *train.hardware(device))
-    data = load_dataset(args.dataset, args.data_dir, seed=58)
-    defaults = train.parse_args([])
-    points_images, points_labels, n_train = train.saved_points(data, defaults.train_points, 58)
-    points_images, points_labels = points_images.to(device), points_labels.to(device)
-    train_images, train_labels = data.train_images.to(device), data.train_labels.to(device)
-    torch.manual_seed(58)
-    model = build_model("vgg8_arcface").to(device, memory_format=torch.channels_last)
-    optimizer, scaler = train.make_optimizer(model, defaults.lr), train.make_scaler(device, precision)
-    generator = torch.Generator().manual_seed(58)
-    epoch_seconds, train_seconds = [], []
-    for epoch in range(args.epochs):
-        start = time.perf_counter()
-        train.train_one_epoch(model, train_images, train_labels, optimizer, scaler, defaults.batch_size,
-                              generator, precision, f"ours, epoch {epoch + 1}")
-        synchronize(args.device)
-        train_seconds.append(time.perf_counter() - start)
-        _, _, correct = train.evaluate(model, points_images, points_labels, defaults.eval_batch_size, precision)
-        epoch_seconds.append(time.perf_counter() - start)
-    return {"epoch_seconds": epoch_seconds, "train_seconds": train_seconds, "n_train": len(data.train_labels),
-            "val_accuracy": correct[n_train:].float().mean().item(), "precision": precision,
-            "batch_size": defaults.batch_size, "flops_per_image": training_flops_per_image(model),
-            "gpu_peak_mb": gpu_peak_mb(args.device)}
+    with tempfile.TemporaryDirectory() as out_dir:
+        training = train.set_up(train.parse_args(["--dataset", args.dataset, "--data-dir", args.data_dir,
+                                                  "--out-dir", out_dir, "--device", args.device,
+                                                  "--epochs", str(args.epochs)]))
+        history = [train.run_epoch(training, epoch) for epoch in range(1, args.epochs + 1)]
+    return {"epoch_seconds": [entry["seconds"] for entry in history],
+            "train_seconds": [entry["train_seconds"] for entry in history],
+            "n_train": len(training.train_labels), "val_accuracy": history[-1]["val_accuracy"],
+            "precision": training.precision, "batch_size": training.args.batch_size,
+            "flops_per_image": training_flops_per_image(training.model), "gpu_peak_mb": gpu_peak_mb(args.device)}
 
 
 def seed_block(in_channels, out_channels):
