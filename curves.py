@@ -1,4 +1,4 @@
-"""Per-epoch curves of the geometry metrics (metrics.py) of one or more runs, as one PNG."""
+"""Per-epoch curves of the metrics of one or more runs (metrics.py, verification.py), as one PNG."""
 
 import matplotlib
 
@@ -6,12 +6,17 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-PANELS = [  # (history key, title, y label)
-    ("val_accuracy", "val accuracy (argmax of the head, no label)", "accuracy"),
-    ("ncm_accuracy", "nearest-class-mean accuracy", "accuracy"),
-    ("intra_class_deg", "intra-class spread: mean angle to the class mean", "degrees"),
-    ("min_inter_class_deg", "inter-class separation: smallest angle between class means", "degrees"),
-    ("weight_to_mean_deg", "mean angle between class mean and class weight", "degrees"),
+TAR_AT_1E3 = ("tar_at_far", "0.001")
+PANELS = [  # (title, y label, lines: (history key, or path of keys into an entry, line style))
+    ("val accuracy (argmax of the head, no label)", "accuracy", [("val_accuracy", "-")]),
+    ("nearest-class-mean accuracy", "accuracy", [("ncm_accuracy", "-")]),
+    ("intra-class spread: mean angle to the class mean", "degrees", [("intra_class_deg", "-")]),
+    ("inter-class separation: smallest angle between class means\n(dashed: the most that geometry allows)",
+     "degrees", [("min_inter_class_deg", "-")]),
+    ("mean angle between class mean and class weight", "degrees", [("weight_to_mean_deg", "-")]),
+    ("verification: TAR at FAR 1e-3, seen classes (solid) and unseen (dashed)", "TAR",
+     [(("verification", "seen", *TAR_AT_1E3), "-"), (("verification", "unseen", *TAR_AT_1E3), "--")]),
+    ("open set: AUROC of seen against unseen images", "AUROC", [("open_set_auroc", "-")]),
 ]
 
 
@@ -19,30 +24,72 @@ def has_metrics(meta):
     return all("ncm_accuracy" in entry for entry in meta["history"])
 
 
+def value_at(entry, key):
+    """entry[key], or for a path of keys entry[k1][k2]...; None where any is missing."""
+    for part in (key,) if isinstance(key, str) else key:
+        entry = entry.get(part) if isinstance(entry, dict) else None
+    return entry
+
+
 def series(history, key):
     """(epochs, values) of one metric; lists (one value per class) are averaged, missing values are NaN."""
     values = []
     for entry in history:
-        value = entry.get(key)
+        value = value_at(entry, key)
         if isinstance(value, list):
             value = np.nanmean([np.nan if v is None else v for v in value]) if value else None
         values.append(np.nan if value is None else value)
     return [entry["epoch"] for entry in history], np.array(values, float)
 
 
+def panels_of(metas):
+    """The PANELS of which some run has some value."""
+    return [(title, unit, lines) for title, unit, lines in PANELS
+            if any(not np.isnan(series(meta["history"], key)[1]).all() for meta in metas for key, _ in lines)]
+
+
 def plot_metrics(metas, path):
-    """One panel per metric, one line per run."""
-    fig, axes = plt.subplots(len(PANELS), 1, figsize=(7, 2.4 * len(PANELS)), sharex=True, dpi=100)
-    for ax, (key, title, unit) in zip(axes, PANELS):
-        for index, meta in enumerate(metas):
-            epochs, values = series(meta["history"], key)
-            if not np.isnan(values).all():  # a run keeps its color in every panel
-                ax.plot(epochs, values, label=meta["model"], color=f"C{index}", linewidth=1.5)
+    """One panel per metric that some run has, one color per run."""
+    panels = panels_of(metas)
+    fig, axes = plt.subplots(len(panels), 1, figsize=(7, 2.4 * len(panels)), sharex=True, dpi=100, squeeze=False)
+    axes = axes[:, 0]
+    for ax, (title, unit, lines) in zip(axes, panels):
+        for index, meta in enumerate(metas):  # a run keeps its color in every panel
+            for key, style in lines:
+                epochs, values = series(meta["history"], key)
+                if not np.isnan(values).all():
+                    ax.plot(epochs, values, style, label=meta["model"] if style == "-" else None,
+                            color=f"C{index}", linewidth=1.5)
+            if lines[0][0] == "min_inter_class_deg" and meta.get("separation_bound_deg") is not None:
+                ax.axhline(meta["separation_bound_deg"], color=f"C{index}", linestyle="--", linewidth=1)
         ax.set_title(title, fontsize=10)
         ax.set_ylabel(unit)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8, ncol=min(len(metas), 3))
     axes[-1].set_xlabel("epoch")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_roc(named_curves, path):
+    """named_curves: [(run name, {"seen": (far, tar), "unseen": (far, tar)})] -> one figure, the false
+    accept rate on a log axis, one color per run, seen classes solid and unseen dashed."""
+    fig, ax = plt.subplots(figsize=(7, 4.8), dpi=100)
+    for index, (name, curves) in enumerate(named_curves):
+        for group, style in (("seen", "-"), ("unseen", "--")):
+            if group in curves:
+                far, tar = curves[group]
+                shown = far > 0  # the log axis has no 0
+                ax.plot(far[shown], tar[shown], style, color=f"C{index}", linewidth=1.5,
+                        label=f"{name}, {group} classes")
+    ax.set_xscale("log")
+    ax.set(xlabel="false accept rate (impostor pairs accepted)", ylabel="true accept rate (genuine pairs accepted)",
+           ylim=(0, 1.01), title="verification at the last epoch: all pairs of validation images")
+    for far in (1e-3, 1e-2):
+        ax.axvline(far, color="0.7", linewidth=0.8, linestyle=":")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

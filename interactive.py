@@ -70,7 +70,7 @@ def build_figure(embeddings, labels, meta, split, max_points=2000, seed=0):
         raise ValueError(f"{len(embeddings)} frames but a history of {len(history)} epochs")
     class_names = [str(name) for name in meta["class_names"]]
     colors = [to_hex(color) for color in class_colors(len(class_names))]
-    start, stop = meta["splits"][split]
+    start, stop = run_files.drawn_rows(meta, split)
     rows = start + balanced_rows(labels[start:stop], max_points, seed)  # the same rows in every frame
     points, valid = on_unit_sphere(embeddings[:, rows])  # (frames, rows, 3), (frames, rows)
     row_labels = labels[rows]
@@ -95,16 +95,20 @@ def build_figure(embeddings, labels, meta, split, max_points=2000, seed=0):
     def weight_trace(k):
         if weights[k] is None:
             return {"type": "scatter3d", "x": [], "y": [], "z": [], "text": [], "marker": {"color": []}}
-        unit, ok = on_unit_sphere(np.asarray(weights[k], np.float64))
+        rows = [[np.nan] * embeddings.shape[-1] if w is None else w for w in weights[k]]  # None: held out
+        unit, ok = on_unit_sphere(np.asarray(rows, np.float64))
         ok = np.flatnonzero(ok)
         return {"type": "scatter3d", **coordinates(unit[ok]), "text": [class_names[c] for c in ok],
                 "marker": {"color": [colors[c] for c in ok]}}
 
+    unseen = set(meta.get("unseen_classes", []))  # held out of training: hollow rings
     data = [sphere_wireframe()]
     for c, trace in enumerate(class_traces(0, with_indices=True)):
-        trace.update(name=class_names[c], legendgroup=class_names[c], mode="markers",
-                     marker={"size": POINT_SIZE, "color": colors[c], "line": {"width": 0}},
-                     hovertemplate=f"class {class_names[c]}<br>sample %{{customdata}}<extra></extra>")
+        name = f"{class_names[c]} (unseen)" if c in unseen else class_names[c]
+        trace.update(name=name, legendgroup=class_names[c], mode="markers",
+                     marker={"size": POINT_SIZE * 1.6, "symbol": "circle-open", "color": colors[c]} if c in unseen
+                     else {"size": POINT_SIZE, "color": colors[c], "line": {"width": 0}},
+                     hovertemplate=f"class {name}<br>sample %{{customdata}}<extra></extra>")
         data.append(trace)
     if has_weights:
         trace = weight_trace(0)

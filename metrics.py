@@ -56,3 +56,21 @@ def geometry(train_points, train_labels, val_points, val_labels, num_classes, cl
         result["weight_to_mean_deg"] = [None if np.isnan(a) else float(a)
                                         for a in angle_deg(val_means, class_weights)]
     return result
+
+
+# The largest possible smallest angle between N points on the 2-sphere (the Tammes problem), degrees:
+# N = 3, 4, 6, 12 Fejes Toth (1943); N = 5-9 Schuette and van der Waerden (1951); N = 10, 11 Danzer
+# (1986, Discrete Math. 60); N = 13 Musin and Tarasov (2012, Discrete Comput. Geom. 48); N = 14
+# Musin and Tarasov (2015, Experimental Math. 24). Beyond 14 the optimum is not proven.
+TAMMES_DEG = {2: 180.0, 3: 120.0, 4: 109.4712, 5: 90.0, 6: 90.0, 7: 77.8695, 8: 74.8585, 9: 70.5288,
+              10: 66.1468, 11: 63.4349, 12: 63.4349, 13: 57.1367, 14: 55.6706}
+
+
+def separation_bound_deg(num_classes, dim):
+    """The most that the smallest angle between num_classes class means can be in dim dimensions:
+    360 / C on the circle, the Tammes value on the sphere; None where no value is known."""
+    if num_classes < 2:
+        return None
+    if dim == 2:
+        return 360.0 / num_classes if num_classes > 2 else 180.0
+    return TAMMES_DEG.get(num_classes) if dim == 3 else None

@@ -51,8 +51,9 @@ class EmbeddingFigure:
     """A figure with one panel per run, drawn once; render() changes only what moves."""
 
     def __init__(self, class_names, point_size, dim=3, panels=1, elevation=ELEVATION, azimuth=AZIMUTH,
-                 show_weights=False):
-        """show_weights: the legend has a "class weight" entry (for runs whose head has class weights)."""
+                 show_weights=False, unseen_classes=()):
+        """show_weights: the legend has a "class weight" entry (for runs whose head has class weights);
+        unseen_classes: classes held out of training, drawn as hollow rings and named "(unseen)"."""
         self.dim, self.elevation = dim, elevation
         self.fig = plt.figure(figsize=(PANEL_INCHES * panels, PANEL_INCHES), dpi=DPI)
         colors = class_colors(len(class_names))
@@ -67,15 +68,18 @@ class EmbeddingFigure:
                 draw_circle(ax)
                 empty = ([], [])
             self.axes.append(ax)
-            self.scatters.append([ax.scatter(*empty, s=point_size, color=color, linewidths=0,
+            self.scatters.append([ax.scatter(*empty, s=point_size * (2.5 if c in unseen_classes else 1),
+                                             **({"facecolors": "none", "edgecolors": color, "linewidths": 0.6}
+                                                if c in unseen_classes else {"color": color, "linewidths": 0}),
                                              **({"depthshade": False} if dim == 3 else {}))
-                                  for color in colors])
+                                  for c, color in enumerate(colors)])
             # class weights of the cosine heads: stars on the sphere, in the class colors
             self.weight_markers.append([ax.scatter(*empty, s=110, marker="*", color=color, edgecolors="black",
                                                    linewidths=0.6, **({"depthshade": False} if dim == 3 else {}))
                                         for color in colors])
         marker_scale = 4 / max(point_size, 0.1) ** 0.5  # legend dots of one size, whatever the points' size
-        handles, labels = [*self.scatters[0]], [*class_names]
+        handles = [*self.scatters[0]]
+        labels = [f"{name} (unseen)" if c in unseen_classes else name for c, name in enumerate(class_names)]
         if show_weights:  # the star at 10 points, after the scale that the legend applies to every marker
             handles.append(Line2D([], [], marker="*", markersize=10 / marker_scale, color="white",
                                   markeredgecolor="black", linestyle=""))
@@ -93,7 +97,8 @@ class EmbeddingFigure:
                 self.axes, self.scatters, self.weight_markers, panels):
             for class_index, (scatter, marker) in enumerate(zip(scatters, markers)):
                 set_points(scatter, points[labels == class_index], self.dim)
-                weight = np.zeros((0, self.dim)) if weights is None else np.asarray(weights)[class_index:class_index + 1]
+                has_weight = weights is not None and weights[class_index] is not None  # None: a class held out
+                weight = np.asarray(weights[class_index])[None] if has_weight else np.zeros((0, self.dim))
                 set_points(marker, weight, self.dim)
             ax.set_title(panel_title or "", fontsize=10)
             if azimuth is not None and self.dim == 3:

@@ -2,6 +2,7 @@
 # Installs the requirements, trains both models, draws both, and prints where the GIFs are.
 #   bash run_all.sh                    ArcFace and Softmax, as the seed repository
 #   bash run_all.sh --all              the whole margin family (or MODELS="vgg8_cosface vgg8_arcface")
+#   bash run_all.sh --open-set         the whole family with classes 6-9 held out of training, in data/open_set
 # Other arguments go to train.py, e.g.: bash run_all.sh --epochs 20 --dataset fashion-mnist
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -12,11 +13,17 @@ trap 'echo "run_all.sh: failed during: $step" >&2' ERR
 PYTHON=${PYTHON:-python}
 FAMILY=(vgg8_softmax vgg8_normface vgg8_sphereface vgg8_cosface vgg8_arcface vgg8_combined)
 read -r -a MODELS <<< "${MODELS:-vgg8_arcface vgg8_softmax}"
+OUT_DIR=data  # train.py's default; an --out-dir given to train.py is drawn from too
+OPEN_SET=()
 if [[ "${1:-}" == "--all" ]]; then
     MODELS=("${FAMILY[@]}")
     shift
+elif [[ "${1:-}" == "--open-set" ]]; then
+    MODELS=("${FAMILY[@]}")
+    OUT_DIR=data/open_set
+    OPEN_SET=(--unseen-classes 6 7 8 9 --out-dir "$OUT_DIR")
+    shift
 fi
-OUT_DIR=data  # train.py's default; an --out-dir given to train.py is drawn from too
 args=("$@")
 for ((i = 0; i < ${#args[@]}; i++)); do
     case "${args[i]}" in
@@ -31,12 +38,18 @@ step="installing requirements"
 for model in "${MODELS[@]}"; do
     step="training $model"
     echo "== $step"
-    "$PYTHON" train.py --model "$model" "$@"
+    "$PYTHON" train.py --model "$model" "${OPEN_SET[@]}" "$@"
 done
 
 step="drawing ${MODELS[*]}"
 echo "== $step"
 "$PYTHON" visualization.py --model "${MODELS[@]}" --out-dir "$OUT_DIR"
+if ((${#OPEN_SET[@]})); then
+    step="drawing the comparison of vgg8_arcface and vgg8_softmax"
+    echo "== $step"
+    "$PYTHON" visualization.py --compare vgg8_arcface vgg8_softmax --split val --out-dir "$OUT_DIR"
+    echo "ROC curves and metrics: $OUT_DIR/comparison_roc.png, $OUT_DIR/comparison_metrics.png"
+fi
 
 echo "GIFs:"
 for model in "${MODELS[@]}"; do

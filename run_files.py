@@ -133,6 +133,15 @@ def load_run(out_dir, model_name):
     return embeddings[:n_frames], labels, meta
 
 
+def drawn_rows(meta, split):
+    """The rows that a picture of split ("train" or "val") shows: the validation picture also shows
+    the classes held out of training, whose rows follow the validation rows."""
+    start, stop = meta["splits"][split]
+    if split == "val" and "unseen" in meta["splits"]:
+        stop = meta["splits"]["unseen"][1]
+    return start, stop
+
+
 def check_arrays(embeddings, labels, embeddings_path, labels_path):
     if embeddings.ndim != 3 or not np.issubdtype(embeddings.dtype, np.floating) or len(embeddings) == 0:
         raise RunFileError(f"{embeddings_path} has shape {embeddings.shape} and dtype {embeddings.dtype}; "

@@ -5,6 +5,7 @@
 """
 
 import contextlib
+import functools
 import math
 import shlex
 import signal
@@ -20,7 +21,7 @@ from tqdm import tqdm
 import run_files
 from cli import ArgumentParser, finite_float, non_negative_int, positive, seed_int
 from datasets import DATASET_NAMES, DatasetError, balanced_sample, load_dataset
-from metrics import class_means, geometry, unit
+from metrics import class_means, geometry, separation_bound_deg, unit
 from models import MODEL_NAMES, build_model, to_input
 from verification import epoch_metrics
 
@@ -84,36 +85,64 @@ def select_device(name):
 
 
 def hardware(device):
-    """(device type, CUDA compute capability or None, whether the CPU runs bf16 natively).
+    """(device type, CUDA compute capability or None, the CPU's bf16 speed-up or None).
 
-    oneDNN also says yes to bf16 on AVX-512 CPUs without bf16 instructions, which it emulates;
-    native means AVX-512 bf16 or AMX. ONEDNN_MAX_CPU_ISA=AVX2 turns oneDNN's bf16 off, and so this.
+    The CPU's bf16 is native with AVX-512 bf16 or AMX (oneDNN also says yes on AVX-512 CPUs that
+    emulate it; ONEDNN_MAX_CPU_ISA=AVX2 turns it off). Native is not always faster: it is 2.5 times
+    fp32 on some CPUs and slower than fp32 on others, so it is measured.
     """
-    capability = torch.cuda.get_device_capability(device) if device.type == "cuda" else None
-    cpu_bf16 = (torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-                and (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()))
-    return device.type, capability, cpu_bf16
+    if device.type == "cuda":
+        return "cuda", torch.cuda.get_device_capability(device), None
+    native = (torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+              and (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()))
+    return "cpu", None, cpu_bf16_speedup() if native else None
+
+
+@functools.cache
+def cpu_bf16_speedup(repeats=7):
+    """How many times faster a convolution of this network (batch 128, 16 channels, 28x28, channels-last)
+    runs under bf16 autocast than in fp32 on this CPU: a median over repeats, about 0.2 s."""
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randn(128, 16, 28, 28, generator=generator).contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(16, 16, 3, 3, generator=generator).contiguous(memory_format=torch.channels_last)
+    seconds = {}
+    for precision in ("fp32", "bf16"):
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            with torch.no_grad(), autocast(torch.device("cpu"), precision):
+                for _ in range(3):
+                    F.conv2d(images, weight, padding=1)
+            times.append(time.perf_counter() - start)
+        seconds[precision] = sorted(times)[repeats // 2]
+    return seconds["fp32"] / seconds["bf16"]
 
 
 class PrecisionError(Exception):
     """A precision that this device does not run."""
 
 
-def choose_precision(requested, device_type, capability=None, cpu_bf16=False):
-    """"auto", "fp32", "bf16" or "fp16" -> the precision to train in, for this hardware.
+MIN_CPU_BF16_SPEEDUP = 1.25  # auto trains a CPU in bf16 only when that is clearly faster than fp32
+
+
+def choose_precision(requested, device_type, capability=None, cpu_bf16=None):
+    """"auto", "fp32", "bf16" or "fp16" -> the precision to train in, for this hardware; cpu_bf16:
+    None where the CPU has no native bf16, else how many times faster than fp32 it runs.
 
     bf16 needs native support: CUDA compute capability 8.0 on (Ampere and later), or a CPU with
-    AVX-512 bf16 or AMX. torch.cuda.is_bf16_supported() also says yes for older GPUs, which
+    AVX-512 bf16 or AMX, where auto takes it only when it is measured faster.
+    torch.cuda.is_bf16_supported() also says yes for older GPUs, which
     emulate it, and cuDNN has no bf16 convolutions there. On those, 7.x (V100, T4), the tensor
     cores run fp16, with a gradient scaler against underflow. Without tensor cores (6.x and older,
     a CPU), fp16 is no faster than fp32, and on most of them far slower.
     """
     is_cuda = device_type == "cuda"
-    native_bf16 = capability >= (8, 0) if is_cuda else cpu_bf16
+    native_bf16 = capability >= (8, 0) if is_cuda else cpu_bf16 is not None
+    fast_bf16 = native_bf16 and (is_cuda or cpu_bf16 >= MIN_CPU_BF16_SPEEDUP)
     fast_fp16 = is_cuda and capability >= (7, 0)
     where = f"this GPU (compute capability {capability[0]}.{capability[1]})" if is_cuda else "this CPU"
     if requested == "auto":
-        return "bf16" if native_bf16 else "fp16" if fast_fp16 else "fp32"
+        return "bf16" if fast_bf16 else "fp16" if fast_fp16 else "fp32"
     if requested == "bf16" and not native_bf16:
         raise PrecisionError(f"--precision bf16 asked for, but {where} has no native bf16; "
                              f"use --precision {'fp16 or fp32' if fast_fp16 else 'fp32'}")
@@ -281,6 +310,7 @@ class Training:
     points_images: torch.Tensor  # the images whose embeddings are saved, on the device
     points_labels: torch.Tensor  # their dataset labels, on the CPU
     points_rows: torch.Tensor    # their head rows (0 for unseen classes, whose loss is not used), on the device
+    head_rows: torch.Tensor      # dataset class -> its head row, -1 for a class held out
     splits: dict                 # row ranges of points_images: "train", "val" and, held out, "unseen"
     embeddings: np.ndarray       # (epochs + 1, n, embedding_dim), filled epoch by epoch
     meta: dict
@@ -321,6 +351,7 @@ def set_up(args):
         "epochs_completed": 0, "options": vars(args), "device": device.type, "precision": precision,
         "head": model.head.config(), "history": [],
     }
+    meta["separation_bound_deg"] = separation_bound_deg(model.head.weight.shape[0], args.embedding_dim)
     if args.unseen_classes:
         meta["seen_classes"] = [c for c in range(NUM_CLASSES) if rows[c] >= 0]
         meta["unseen_classes"] = args.unseen_classes
@@ -329,7 +360,7 @@ def set_up(args):
         scaler=make_scaler(device, precision), shuffle_generator=torch.Generator().manual_seed(args.seed),
         train_images=train_images.to(device), train_labels=rows[train_labels].to(device),
         points_images=points_images.to(device), points_labels=points_labels,
-        points_rows=rows[points_labels].clamp(min=0).to(device), splits=splits,
+        points_rows=rows[points_labels].clamp(min=0).to(device), head_rows=rows, splits=splits,
         embeddings=np.zeros((args.epochs + 1, len(points_labels), args.embedding_dim), np.float32), meta=meta)
 
 
@@ -350,6 +381,13 @@ def restore(training):
     if missing:
         raise run_files.RunFileError(f"{paths['resume']} lacks {', '.join(missing)}: it was written by another "
                                      "version of train.py; start the run again without --resume")
+    if args.precision == "auto" and state["precision"] != training.precision:
+        try:  # auto continues in the run's own precision where this device runs it
+            training.precision = choose_precision(state["precision"], *hardware(training.device))
+            training.scaler = make_scaler(training.device, training.precision)
+            training.meta["precision"] = training.precision
+        except PrecisionError:
+            pass  # refused below, the difference named
     saved = state["options"]
     differences = [f"--{key.replace('_', '-')} {describe(saved.get(key))} (now {describe(getattr(args, key))})"
                    for key in RESUME_MUST_MATCH if saved.get(key) != getattr(args, key)]
@@ -412,7 +450,8 @@ def run_epoch(training, epoch):
     return {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "val_accuracy": val_accuracy, **shape,
             **epoch_metrics(embeddings, labels, training.splits, seen_means, args.seed),
             "seconds": time.perf_counter() - start, "train_seconds": train_seconds,
-            "class_weights": None if weights is None else weights.round(6).tolist()}
+            "class_weights": None if weights is None else  # one per dataset class, None for one held out
+            [weights[row].round(6).tolist() if row >= 0 else None for row in training.head_rows.tolist()]}
 
 
 def save(training, entry):

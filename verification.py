@@ -9,7 +9,6 @@ Pure numpy (and scikit-learn for the open-set AUROC), so that a test can reach e
 """
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
 
 from metrics import angle_deg, class_means, unit
 
@@ -87,6 +86,8 @@ def verification(embeddings, labels):
 
 def open_set_auroc(seen_points, unseen_points, seen_means):
     """How well the best cosine to a seen class's mean tells seen images (positive) from unseen ones."""
+    from sklearn.metrics import roc_auc_score  # here: it takes a second to import, and only open-set runs need it
+
     if len(seen_points) == 0 or len(unseen_points) == 0:
         return None
     means = unit(np.nan_to_num(seen_means, nan=0.0))
@@ -134,3 +135,11 @@ def epoch_metrics(embeddings, labels, splits, seen_means, seed):
         result["open_set_auroc"] = open_set_auroc(embeddings[val], embeddings[unseen], seen_means)
         result.update(unseen_geometry(embeddings[unseen], labels[unseen], seen_means, seed))
     return result
+
+
+def roc_curves(embeddings, labels, splits):
+    """{"seen": (far, tar), and with classes held out "unseen": (far, tar)} of one frame's points."""
+    groups = ["val", *(["unseen"] if "unseen" in splits else [])]
+    return {"seen" if group == "val" else group: roc(*pair_histograms(embeddings[slice(*splits[group])],
+                                                                       labels[slice(*splits[group])]))
+            for group in groups}

@@ -17,7 +17,8 @@ from tqdm import tqdm
 import render
 import run_files
 from cli import ArgumentParser, finite_float, positive
-from curves import has_metrics, plot_metrics
+from curves import has_metrics, plot_metrics, plot_roc
+from verification import roc_curves
 
 # GIF delays are in 10 ms units, and browsers show delays under 20 ms as about 100 ms
 MAX_GIF_FPS = 50
@@ -74,7 +75,7 @@ class Run:
         self.dim = embeddings.shape[-1]
 
     def split(self, split):
-        start, stop = self.meta["splits"][split]
+        start, stop = run_files.drawn_rows(self.meta, split)
         return self.points[:, start:stop], self.labels[:, start:stop]
 
     def epoch_title(self, frame):
@@ -127,7 +128,8 @@ def animate(args, runs, split, name):
     palette = render.gif_palette(len(class_names))
     figure_options = {"class_names": class_names, "point_size": render.point_size(split_points[0][0].shape[1]),
                       "dim": runs[0].dim, "panels": len(runs), "elevation": args.elev, "azimuth": args.azim,
-                      "show_weights": any(run.has_weights for run in runs)}
+                      "show_weights": any(run.has_weights for run in runs),
+                      "unseen_classes": sorted({c for run in runs for c in run.meta.get("unseen_classes", [])})}
     frames = render.render_frames(jobs, figure_options, palette, args.workers, f"{name} {render.SPLIT_TITLES[split]}")
     path = os.path.join(args.out_dir, f"{name}_{render.SPLIT_TITLES[split]}_Embeddings.{args.format}")
     (render.write_gif if args.format == "gif" else render.write_mp4)(path, frames, palette, args.fps)
@@ -176,11 +178,18 @@ def main(argv=None):
                 written += animate(args, [run], split, run.model)
     if args.html:
         written += write_pages(args, runs, splits)
-    with_metrics = [run.meta for run in runs if has_metrics(run.meta)]
+    with_metrics = [run for run in runs if has_metrics(run.meta)]
     if with_metrics:
-        name = with_metrics[0]["model"] if len(with_metrics) == 1 else "comparison"
+        name = with_metrics[0].model if len(with_metrics) == 1 else "comparison"
         path = os.path.join(args.out_dir, f"{name}_metrics.png")
-        plot_metrics(with_metrics, path)
+        plot_metrics([run.meta for run in with_metrics], path)
+        written.append(path)
+    with_verification = [run for run in with_metrics if "verification" in run.history[-1]]
+    if with_verification:
+        name = with_verification[0].model if len(with_verification) == 1 else "comparison"
+        path = os.path.join(args.out_dir, f"{name}_roc.png")
+        plot_roc([(run.model, roc_curves(run.embeddings[-1], run.labels_of_rows, run.meta["splits"]))
+                  for run in with_verification], path)
         written.append(path)
     for path in written:
         print(f"wrote {path}")

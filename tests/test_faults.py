@@ -42,14 +42,15 @@ def tiny_args(data_dir, out_dir, *extra):
 # ---------------------------------------------------------------- resume and interruption
 
 def without_seconds(meta):
-    return [{k: v for k, v in entry.items() if k != "seconds"} for entry in meta["history"]]
+    return [{k: v for k, v in entry.items() if k not in ("seconds", "train_seconds")} for entry in meta["history"]]
 
 
 def test_resumed_run_is_bit_identical_to_an_uninterrupted_one(tiny_mnist, tmp_path):
     whole, parts = tmp_path / "whole", tmp_path / "parts"
-    assert run(TRAIN, *tiny_args(tiny_mnist, whole, "--epochs", "3")).returncode == 0
-    assert run(TRAIN, *tiny_args(tiny_mnist, parts, "--epochs", "1")).returncode == 0
-    resumed = run(TRAIN, *tiny_args(tiny_mnist, parts, "--epochs", "3", "--resume"))
+    fp32 = ("--precision", "fp32")  # auto's choice rests on a timing, which two runs could see apart
+    assert run(TRAIN, *tiny_args(tiny_mnist, whole, "--epochs", "3", *fp32)).returncode == 0
+    assert run(TRAIN, *tiny_args(tiny_mnist, parts, "--epochs", "1", *fp32)).returncode == 0
+    resumed = run(TRAIN, *tiny_args(tiny_mnist, parts, "--epochs", "3", "--resume", *fp32))
     assert resumed.returncode == 0, resumed.stderr
     a, _, meta_a = load_run(str(whole), "vgg8_arcface")
     b, _, meta_b = load_run(str(parts), "vgg8_arcface")
@@ -71,9 +72,16 @@ def test_resume_refuses_a_run_made_otherwise_and_names_the_difference(tiny_mnist
 
 
 def test_resume_refuses_another_precision_whatever_this_machine_runs(tiny_mnist, run_copy, monkeypatch):
-    monkeypatch.setattr(train, "hardware", lambda device: ("cpu", None, True))  # a CPU with bf16: auto is bf16
-    result = run(TRAIN, *tiny_args(tiny_mnist, run_copy, "--epochs", "3", "--resume"))
+    monkeypatch.setattr(train, "hardware", lambda device: ("cpu", None, 2.5))  # a CPU with fast bf16
+    result = run(TRAIN, *tiny_args(tiny_mnist, run_copy, "--epochs", "3", "--resume", "--precision", "bf16"))
     assert_clean_error(result, "precision fp32 (now bf16)", code=1)
+
+
+def test_resume_with_auto_precision_continues_in_the_runs_own(tiny_mnist, run_copy, monkeypatch):
+    monkeypatch.setattr(train, "hardware", lambda device: ("cpu", None, 2.5))  # auto would start a run in bf16
+    result = run(TRAIN, *tiny_args(tiny_mnist, run_copy, "--epochs", "3", "--resume"))
+    assert result.returncode == 0, result.stderr
+    assert load_run(str(run_copy), "vgg8_arcface")[2]["precision"] == "fp32" and "cpu, fp32" in result.stdout
 
 
 def test_resume_refuses_embeddings_of_another_shape(tiny_mnist, run_copy):
@@ -255,7 +263,7 @@ def test_bad_options_are_refused_in_one_line(args, fragments):
     ("fp16", True, "this CPU has no tensor cores, and fp16 is slower than fp32 without them"),
 ])
 def test_a_precision_this_cpu_does_not_run_is_refused(tmp_path, monkeypatch, precision, cpu_bf16, message):
-    monkeypatch.setattr(train, "hardware", lambda device: ("cpu", None, cpu_bf16))
+    monkeypatch.setattr(train, "hardware", lambda device: ("cpu", None, 2.5 if cpu_bf16 else None))
     result = run(TRAIN, "--out-dir", tmp_path, "--device", "cpu", "--precision", precision)
     assert_clean_error(result, message, code=1)
 

@@ -268,3 +268,20 @@ def test_page_plays_in_a_browser_and_the_slider_moves_the_points(chrome, tmp_pat
 
     severe = [entry for entry in chrome.get_log("browser") if entry["level"] == "SEVERE"]
     assert not severe, f"console errors: {severe}"
+
+
+def test_unseen_classes_are_open_rings_named_unseen_in_the_validation_page():
+    embeddings, labels, meta = make_run(n_train=30, n_val=30, weights=True)
+    labels[45:] = 2  # rows 45-59: a class held out of training, after the validation rows
+    labels[30:45] = np.arange(15) % 2
+    meta["splits"] = {"train": [0, 30], "val": [30, 45], "unseen": [45, 60]}
+    meta["unseen_classes"] = [2]
+    for entry in meta["history"]:
+        if entry["class_weights"] is not None:
+            entry["class_weights"][2] = None
+    figure = build_figure(embeddings, labels, meta, "val", max_points=1000)
+    traces = {trace["name"]: trace for trace in figure["data"][1:]}
+    assert traces["two (unseen)"]["marker"]["symbol"] == "circle-open"
+    assert "symbol" not in traces["zero"]["marker"]
+    assert sorted(traces["two (unseen)"]["customdata"]) == list(range(45, 60))  # the val page shows them
+    assert len(traces["class weights"]["x"]) == 0 and len(figure["frames"][1]["data"][-1]["x"]) == 2

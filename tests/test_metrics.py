@@ -3,8 +3,8 @@ import math
 import numpy as np
 import pytest
 
-from curves import plot_metrics, series
-from metrics import angle_deg, class_means, geometry
+from curves import panels_of, plot_metrics, series
+from metrics import TAMMES_DEG, angle_deg, class_means, geometry, separation_bound_deg
 
 
 def on_circle(degrees):
@@ -56,4 +56,40 @@ def test_metric_curves_average_per_class_values_and_write_a_png(tmp_path):
     assert math.isnan(series(history, "min_inter_class_deg")[1][0])
     path = tmp_path / "m.png"
     plot_metrics([{"model": "a", "history": history}, {"model": "b", "history": history}], str(path))
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_separation_bounds_are_met_by_the_known_optimal_configurations():
+    # on the circle: C equally spaced points
+    assert separation_bound_deg(10, 2) == 36.0 and separation_bound_deg(2, 2) == 180.0
+    # on the sphere: configurations that reach the bound (tetrahedron, octahedron, icosahedron)
+    tetrahedron = np.array([[1, 1, 1], [1, -1, -1], [-1, 1, -1], [-1, -1, 1]], float)
+    octahedron = np.concatenate([np.eye(3), -np.eye(3)])
+    golden = (1 + 5 ** 0.5) / 2
+    icosahedron = np.array([[0, s1, s2 * golden] for s1 in (-1, 1) for s2 in (-1, 1)], float)
+    icosahedron = np.concatenate([np.roll(icosahedron, k, axis=1) for k in range(3)])
+    for points in (tetrahedron, octahedron, icosahedron):
+        angles = angle_deg(points[:, None], points[None, :])
+        np.fill_diagonal(angles, np.inf)
+        assert angles.min() == pytest.approx(separation_bound_deg(len(points), 3), abs=1e-4)
+    # the bound never rises with more points, and the square antiprism's 74.86 degrees for 8
+    values = [TAMMES_DEG[n] for n in sorted(TAMMES_DEG)]
+    assert all(a >= b for a, b in zip(values, values[1:])) and separation_bound_deg(8, 3) == 74.8585
+    assert separation_bound_deg(15, 3) is None and separation_bound_deg(10, 4) is None
+
+
+def test_curves_gain_the_verification_panels_of_the_runs_that_have_them(tmp_path):
+    closed = [{"epoch": k, "val_accuracy": 0.5, "ncm_accuracy": 0.5, "intra_class_deg": 9.0,
+               "min_inter_class_deg": 40.0, "verification": {"seen": {"tar_at_far": {"0.001": 0.1 * k}}}}
+              for k in range(3)]
+    opened = [{**entry, "verification": {**entry["verification"], "unseen": {"tar_at_far": {"0.001": 0.05}}},
+               "open_set_auroc": 0.7} for entry in closed]
+    titles = [title for title, _, _ in panels_of([{"history": closed}])]
+    assert len(titles) == 5 and titles[-1].startswith("verification") and "weight" not in " ".join(titles)
+    assert series(opened, ("verification", "unseen", "tar_at_far", "0.001"))[1].tolist() == [0.05] * 3
+    assert np.isnan(series(closed, ("verification", "unseen", "tar_at_far", "0.001"))[1]).all()
+    assert len(panels_of([{"history": closed}, {"history": opened}])) == 6
+    path = tmp_path / "curves.png"
+    plot_metrics([{"model": "a", "history": closed, "separation_bound_deg": 66.1468},
+                  {"model": "b", "history": opened, "separation_bound_deg": None}], str(path))
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -60,7 +60,8 @@ def test_the_run_saves_the_unseen_rows_with_their_labels_and_measures_them(open_
             assert 0 <= group["auc"] <= 1 and 0 <= group["eer"] <= 1 and set(group["tar_at_far"]) == {"0.01", "0.001"}
         assert 0 <= entry["open_set_auroc"] <= 1 and 0 <= entry["unseen_ncm_accuracy"] <= 1
         assert entry["unseen_intra_class_deg"] > 0 and entry["unseen_min_angle_deg"] >= 0
-        assert len(entry["class_weights"]) == 6
+        weights = entry["class_weights"]  # one per dataset class; the held-out ones have none
+        assert len(weights) == 10 and all(w is None for w in weights[6:]) and all(len(w) == 3 for w in weights[:6])
     best = torch.load(out_dir / "vgg8_arcface_best.pth", weights_only=True)
     assert best["num_classes"] == 6 and best["model_state"]["head.weight"].shape == (6, 3)
 
@@ -99,3 +100,16 @@ def test_epoch_metrics_split_the_rows_as_the_run_does():
     assert result["verification"]["unseen"]["pairs"] == {"genuine": 3 * 6, "impostor": 48}  # 12 unseen, 4 + 4 + 4
     closed = epoch_metrics(embeddings[:30], labels[:30], {"train": [0, 20], "val": [20, 30]}, np.eye(3)[:2], seed=0)
     assert set(closed) == {"verification"} and set(closed["verification"]) == {"seen"}
+
+
+def test_drawing_an_open_set_run_writes_its_roc_figure(open_set_run):
+    import visualization
+
+    out_dir, _ = open_set_run
+    result = call_main(visualization.main, "--model", "vgg8_arcface", "--out-dir", out_dir, "--split", "val",
+                       "--workers", "1")
+    assert result.returncode == 0, result.stderr
+    assert f"wrote {out_dir / 'vgg8_arcface_roc.png'}" in result.stdout
+    assert (out_dir / "vgg8_arcface_roc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    _, _, meta = load_run(str(out_dir), "vgg8_arcface")
+    assert meta["separation_bound_deg"] == 90.0  # 6 seen classes on the sphere: the octahedron

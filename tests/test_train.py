@@ -22,34 +22,47 @@ def test_inputs_are_scaled_to_minus_one_one_in_channels_last():
 
 
 @pytest.mark.parametrize("requested,device_type,capability,cpu_bf16,expected", [
-    ("auto", "cuda", (9, 0), False, "bf16"),   # H100
-    ("auto", "cuda", (8, 0), False, "bf16"),   # A100
-    ("auto", "cuda", (7, 5), True, "fp16"),    # T4: emulated bf16 only; the CPU's support does not matter
-    ("auto", "cuda", (7, 0), False, "fp16"),   # V100
-    ("auto", "cuda", (6, 1), False, "fp32"),   # Pascal: no tensor cores
-    ("auto", "cpu", None, True, "bf16"),       # AVX-512 bf16 or AMX
-    ("auto", "cpu", None, False, "fp32"),      # AVX2 laptops
-    ("fp32", "cuda", (9, 0), False, "fp32"),
-    ("fp32", "cpu", None, True, "fp32"),
-    ("bf16", "cuda", (8, 6), False, "bf16"),
-    ("bf16", "cpu", None, True, "bf16"),
-    ("fp16", "cuda", (7, 5), False, "fp16"),
-    ("fp16", "cuda", (8, 0), False, "fp16"),
+    ("auto", "cuda", (9, 0), None, "bf16"),    # H100
+    ("auto", "cuda", (8, 0), None, "bf16"),    # A100
+    ("auto", "cuda", (7, 5), 2.5, "fp16"),     # T4: emulated bf16 only; the CPU's does not matter
+    ("auto", "cuda", (7, 0), None, "fp16"),    # V100
+    ("auto", "cuda", (6, 1), None, "fp32"),    # Pascal: no tensor cores
+    ("auto", "cpu", None, 2.5, "bf16"),        # a CPU whose bf16 is 2.5 times fp32
+    ("auto", "cpu", None, 0.7, "fp32"),        # native bf16, measured slower than fp32
+    ("auto", "cpu", None, 1.1, "fp32"),        # not clearly faster
+    ("auto", "cpu", None, None, "fp32"),       # AVX2 laptops
+    ("fp32", "cuda", (9, 0), None, "fp32"),
+    ("fp32", "cpu", None, 2.5, "fp32"),
+    ("bf16", "cuda", (8, 6), None, "bf16"),
+    ("bf16", "cpu", None, 2.5, "bf16"),
+    ("bf16", "cpu", None, 0.7, "bf16"),        # asked for, and native: slower, but not refused
+    ("fp16", "cuda", (7, 5), None, "fp16"),
+    ("fp16", "cuda", (8, 0), None, "fp16"),
 ])
-def test_precision_is_what_the_device_runs_natively(requested, device_type, capability, cpu_bf16, expected):
+def test_precision_is_what_the_device_runs_natively_and_fast(requested, device_type, capability, cpu_bf16, expected):
     assert train.choose_precision(requested, device_type, capability, cpu_bf16) == expected
 
 
 @pytest.mark.parametrize("requested,device_type,capability,cpu_bf16,message", [
-    ("bf16", "cuda", (7, 5), True, "compute capability 7.5) has no native bf16; use --precision fp16 or fp32"),
-    ("bf16", "cuda", (6, 1), False, "compute capability 6.1) has no native bf16; use --precision fp32"),
-    ("bf16", "cpu", None, False, "this CPU has no native bf16; use --precision fp32"),
-    ("fp16", "cuda", (6, 1), False, "compute capability 6.1) has no tensor cores"),
-    ("fp16", "cpu", None, True, "this CPU has no tensor cores"),
+    ("bf16", "cuda", (7, 5), 2.5, "compute capability 7.5) has no native bf16; use --precision fp16 or fp32"),
+    ("bf16", "cuda", (6, 1), None, "compute capability 6.1) has no native bf16; use --precision fp32"),
+    ("bf16", "cpu", None, None, "this CPU has no native bf16; use --precision fp32"),
+    ("fp16", "cuda", (6, 1), None, "compute capability 6.1) has no tensor cores"),
+    ("fp16", "cpu", None, 2.5, "this CPU has no tensor cores"),
 ])
 def test_a_precision_the_device_does_not_run_is_refused(requested, device_type, capability, cpu_bf16, message):
     with pytest.raises(train.PrecisionError, match=message.replace("(", r"\(").replace(")", r"\)")):
         train.choose_precision(requested, device_type, capability, cpu_bf16)
+
+
+def test_the_cpus_bf16_speedup_is_measured_and_none_where_it_is_not_native():
+    device_type, capability, speedup = train.hardware(CPU)
+    assert device_type == "cpu" and capability is None
+    native = torch.ops.mkldnn._is_mkldnn_bf16_supported() and (torch.cpu._is_avx512_bf16_supported()
+                                                                or torch.cpu._is_amx_tile_supported())
+    assert (speedup is None) == (not native)
+    if native:  # a ratio of two timings of the same convolution
+        assert 0.05 < speedup < 20
 
 
 @pytest.fixture(scope="module")

@@ -122,3 +122,19 @@ def test_unseen_geometry_of_caps_at_known_angles():
     assert result["unseen_ncm_accuracy"] == 1.0
     assert result["unseen_intra_class_deg"] == pytest.approx(10.0)
     assert result["unseen_min_angle_deg"] == pytest.approx(30.0)
+
+
+def test_roc_curves_of_a_frame_per_group_from_0_0_to_1_1():
+    from verification import roc_curves
+
+    rng = np.random.default_rng(2)
+    labels = np.r_[np.arange(30) % 3, np.arange(20) % 3, 3 + np.arange(16) % 2]
+    embeddings = rng.normal(size=(len(labels), 3))
+    curves = roc_curves(embeddings, labels, {"train": [0, 30], "val": [30, 50], "unseen": [50, 66]})
+    assert set(curves) == {"seen", "unseen"}
+    for (far, tar), rows in ((curves["seen"], slice(30, 50)), (curves["unseen"], slice(50, 66))):
+        assert (far[0], tar[0], far[-1], tar[-1]) == (0, 0, 1, 1)
+        assert np.all(np.diff(far) >= 0) and np.all(np.diff(tar) >= 0)
+        auc = np.sum(np.diff(far) * (tar[1:] + tar[:-1]) / 2)
+        assert auc == pytest.approx(verification(embeddings[rows], labels[rows])["auc"])
+    assert set(roc_curves(embeddings[:50], labels[:50], {"train": [0, 30], "val": [30, 50]})) == {"seen"}

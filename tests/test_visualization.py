@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 import visualization
 from conftest import call_main
@@ -88,3 +89,15 @@ def test_a_gif_above_50_frames_a_second_is_refused_in_one_line(tmp_path):
     assert result.stderr.endswith(f": {message}") and result.stderr.count("\n") == 1  # after the program's name
     assert visualization.parse_args(["--fps", "50"]).fps == 50
     assert visualization.parse_args(["--fps", "60", "--format", "mp4"]).fps == 60
+
+
+def test_unseen_classes_are_hollow_rings_named_unseen_and_have_no_class_weight():
+    figure = EmbeddingFigure(["a", "b", "c"], 8, show_weights=True, unseen_classes=[2])
+    assert [text.get_text() for text in figure.fig.legends[0].get_texts()] == ["a", "b", "c (unseen)", "class weight"]
+    seen, unseen = figure.scatters[0][0], figure.scatters[0][2]
+    assert seen.get_facecolors()[0][3] == 1 and len(unseen.get_facecolors()) == 0  # filled dot, hollow ring
+    assert unseen.get_edgecolors()[0][:3] == pytest.approx(class_colors(3)[2][:3])
+    points = np.array([[1.0, 0, 0], [0, 1, 0], [0, 0, 1]])
+    weights = [[1.0, 0, 0], [0, 1.0, 0], None]  # the head has no row for the held-out class
+    image = figure.render([(points, np.array([0, 1, 2]), weights, None)], "t")
+    assert image.shape == (640, 640, 3) and len(figure.weight_markers[0][2].get_offsets()) == 0
