@@ -41,14 +41,17 @@ for model in "${MODELS[@]}"; do
     "$PYTHON" train.py --model "$model" "${OPEN_SET[@]}" "$@"
 done
 
+if ((${#OPEN_SET[@]})); then  # first, so that the family's drawing below writes the comparison figures
+    step="drawing the comparison of vgg8_arcface and vgg8_softmax"
+    echo "== $step"
+    "$PYTHON" visualization.py --compare vgg8_arcface vgg8_softmax --split val --out-dir "$OUT_DIR"
+fi
 step="drawing ${MODELS[*]}"
 echo "== $step"
 "$PYTHON" visualization.py --model "${MODELS[@]}" --out-dir "$OUT_DIR"
 if ((${#OPEN_SET[@]})); then
-    step="drawing the comparison of vgg8_arcface and vgg8_softmax"
-    echo "== $step"
-    "$PYTHON" visualization.py --compare vgg8_arcface vgg8_softmax --split val --out-dir "$OUT_DIR"
-    echo "ROC curves and metrics: $OUT_DIR/comparison_roc.png, $OUT_DIR/comparison_metrics.png"
+    echo "ArcFace and Softmax side by side: $OUT_DIR/comparison_Validation_Embeddings.gif"
+    echo "the family's ROC curves and metrics: $OUT_DIR/comparison_roc.png, $OUT_DIR/comparison_metrics.png"
 fi
 
 echo "GIFs:"
