@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from losses import ArcFace, MarginHead, Softmax, margin_target
+from losses import ArcFace, Softmax, margin_target
 from models import PRESETS, build_head, build_model, head_config
 
 ANGLES = [0.0, 0.3, 1.0, math.pi / 2, 2.0, 2.5, math.pi - 0.5, 2.9, math.pi]  # 2.9 > pi - m for m = 0.5
