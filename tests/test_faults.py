@@ -309,7 +309,7 @@ def archives_only_in_a_folder_that_cannot_be_written(raw):
         with open(os.path.join(raw, name), "rb") as f, gzip.open(os.path.join(raw, name + ".gz"), "wb") as g:
             g.write(f.read())
         os.remove(os.path.join(raw, name))
-    os.mkdir(os.path.join(raw, "train-images-idx3-ubyte.part"))
+    os.mkdir(os.path.join(raw, f"train-images-idx3-ubyte.part{os.getpid()}"))  # main() runs in this process
 
 
 def broken_archive(raw):
