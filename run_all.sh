@@ -50,6 +50,8 @@ step="drawing ${MODELS[*]}"
 echo "== $step"
 "$PYTHON" visualization.py --model "${MODELS[@]}" --out-dir "$OUT_DIR"
 if ((${#OPEN_SET[@]})); then
+    step="summing up the last epoch"
+    "$PYTHON" summary.py "$OUT_DIR" --model "${MODELS[@]}"
     echo "ArcFace and Softmax side by side: $OUT_DIR/comparison_Validation_Embeddings.gif"
     echo "the family's ROC curves and metrics: $OUT_DIR/comparison_roc.png, $OUT_DIR/comparison_metrics.png"
 fi

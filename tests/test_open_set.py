@@ -113,3 +113,19 @@ def test_drawing_an_open_set_run_writes_its_roc_figure(open_set_run):
     assert (out_dir / "vgg8_arcface_roc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     _, _, meta = load_run(str(out_dir), "vgg8_arcface")
     assert meta["separation_bound_deg"] == 90.0  # 6 seen classes on the sphere: the octahedron
+
+
+def test_the_summary_table_gives_the_runs_last_figures(open_set_run):
+    import summary
+
+    out_dir, _ = open_set_run
+    result = call_main(summary.main, out_dir)
+    assert result.returncode == 0, result.stderr
+    last = load_run(str(out_dir), "vgg8_arcface")[2]["history"][-1]
+    row = next(line for line in result.stdout.splitlines() if line.startswith("| `vgg8_arcface`")).split(" | ")
+    assert row[1:] == [f"{100 * last['val_accuracy']:.1f}%",
+                       f"{100 * last['verification']['seen']['tar_at_far']['0.001']:.1f}%",
+                       f"{100 * last['verification']['unseen']['tar_at_far']['0.001']:.1f}%",
+                       f"{100 * last['verification']['unseen']['eer']:.1f}%",
+                       f"{last['open_set_auroc']:.3f}",
+                       f"{100 * last['unseen_ncm_accuracy']:.1f}% |"]
