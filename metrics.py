@@ -74,3 +74,23 @@ def separation_bound_deg(num_classes, dim):
     if dim == 2:
         return 360.0 / num_classes if num_classes > 2 else 180.0
     return TAMMES_DEG.get(num_classes) if dim == 3 else None
+
+
+def outlier_threshold_deg(num_classes, dim):
+    """Sub-center ArcFace's outliers lie farther than this from their class's dominant sub-centre.
+    The paper's 75 degrees is for 512-D faces, where unrelated images sit near 90 degrees apart; on
+    a sphere of C caps, half the widest possible spacing of their centres (the Tammes angle) is
+    where a point starts to lie nearer another class's cap than its own. 30 where no bound is known."""
+    bound = separation_bound_deg(num_classes, dim)
+    return bound / 2 if bound is not None else 30.0
+
+
+def dominant_subcenters(points, labels, subcenters):
+    """Sub-center ArcFace's view of one epoch. subcenters: (C, K, dim), each class's K sub-centres.
+    Returns the dominant sub-centre of each class (the one nearest, by cosine, to most of its
+    points; 0 for a class without points) and each point's angle to its class's dominant one."""
+    directions, centres = unit(points), unit(subcenters)
+    nearest = np.einsum("nd,nkd->nk", directions, centres[labels]).argmax(1)
+    dominant = np.array([np.bincount(nearest[labels == c], minlength=centres.shape[1]).argmax()
+                         for c in range(len(centres))])
+    return dominant, angle_deg(directions, centres[labels, dominant[labels]])

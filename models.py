@@ -2,17 +2,21 @@
 the model presets that train.py --model names; and load_model, which rebuilds a trained model
 from its checkpoint alone."""
 
+import inspect
+
 import torch
 import torch.nn as nn
 
 import run_files
-from losses import MarginHead, Softmax
+from losses import AdaCos, AdaFace, CurricularFace, ElasticFace, MagFace, MarginHead, Softmax, SubCenterArcFace
 
-HEADS = {head.kind: head for head in (Softmax, MarginHead)}  # head.config()["kind"] -> its class
+HEADS = {head.kind: head for head in (Softmax, MarginHead, AdaCos, SubCenterArcFace, CurricularFace, ElasticFace,
+                                      MagFace, AdaFace)}  # head.config()["kind"] -> its class
 
 # Presets: model name -> head configuration. s and m suit a 3-D embedding of 10 classes: a sphere
 # holds 10 caps of about 60 degrees at most, so margins beyond ~0.5 rad (~30 degrees) and scales
-# far above 15 leave no room to satisfy the loss, and training stalls.
+# far above 15 leave no room to satisfy the loss, and training stalls. The newer heads' own
+# parameters are chosen in their docstrings (losses.py).
 PRESETS = {
     "vgg8_softmax": {"kind": "softmax"},
     "vgg8_normface": {"kind": "margin", "s": 15.0},
@@ -20,27 +24,46 @@ PRESETS = {
     "vgg8_cosface": {"kind": "margin", "s": 15.0, "m3": 0.35},
     "vgg8_arcface": {"kind": "margin", "s": 15.0, "m2": 0.5},
     "vgg8_combined": {"kind": "margin", "s": 15.0, "m1": 1.0, "m2": 0.3, "m3": 0.2},
+    "vgg8_adacos": {"kind": "adacos"},
+    "vgg8_subcenter": {"kind": "subcenter", "s": 15.0, "m2": 0.5, "subcenters": 3},
+    "vgg8_curricularface": {"kind": "curricular", "s": 15.0, "m": 0.5},
+    "vgg8_elasticface": {"kind": "elastic", "s": 15.0, "m": 0.5, "sigma": 0.05},
+    "vgg8_magface": {"kind": "magface", "s": 15.0},
+    "vgg8_adaface": {"kind": "adaface", "s": 15.0, "m": 0.4},
 }
 MODEL_NAMES = tuple(PRESETS)
-PRESET_MARGIN = {"vgg8_sphereface": "m1", "vgg8_cosface": "m3", "vgg8_arcface": "m2"}  # what --margin sets
+PRESET_MARGIN = {"vgg8_sphereface": "m1", "vgg8_cosface": "m3", "vgg8_arcface": "m2",  # what --margin sets
+                 "vgg8_subcenter": "m2", "vgg8_curricularface": "m", "vgg8_elasticface": "m", "vgg8_adaface": "m"}
+FLAGS = {"s": "--scale", "m1": "--m1", "m2": "--m2", "m3": "--m3", "subcenters": "--subcenters"}  # parameter -> flag
 
 
-def head_config(model_name, scale=None, margin=None, m1=None, m2=None, m3=None):
-    """The preset's head configuration with any of s, m1, m2, m3 overridden (None: the preset's);
-    margin is --margin, the one margin that names the preset. Errors name the command-line flags."""
+def head_parameters(kind):
+    """The keyword arguments that a head of this kind takes."""
+    return [name for name in inspect.signature(HEADS[kind].__init__).parameters
+            if name not in ("self", "in_features", "num_classes")]
+
+
+def head_config(model_name, scale=None, margin=None, m1=None, m2=None, m3=None, subcenters=None):
+    """The preset's head configuration with any of s, m1, m2, m3, subcenters overridden (None: the
+    preset's); margin is --margin, the one margin that names the preset. Errors name the flags."""
     if model_name not in PRESETS:
         raise ValueError(f"unknown model {model_name!r}; choose one of: {', '.join(MODEL_NAMES)}")
     config = dict(PRESETS[model_name])
-    overrides = {"s": scale, "m1": m1, "m2": m2, "m3": m3}
+    overrides = {"s": scale, "m1": m1, "m2": m2, "m3": m3, "subcenters": subcenters}
     if margin is not None:
         if model_name not in PRESET_MARGIN:
             raise ValueError(f"--margin has no meaning for {model_name}; "
-                             + ("it has no margin" if model_name in ("vgg8_softmax", "vgg8_normface")
+                             + ("it has no margin" if model_name in ("vgg8_softmax", "vgg8_normface", "vgg8_adacos")
+                                else "its margin follows the norm" if model_name == "vgg8_magface"
                                 else "set --m1, --m2 or --m3"))
         overrides[PRESET_MARGIN[model_name]] = margin
     given = {key: value for key, value in overrides.items() if value is not None}
     if given and config["kind"] == "softmax":
         raise ValueError(f"{model_name} has neither scale nor margin; {', '.join(given)} cannot be set")
+    unknown = [FLAGS.get(key, key) for key in given if key not in head_parameters(config["kind"])]
+    if unknown:
+        raise ValueError(f"{' and '.join(unknown)} cannot be set for {model_name}"
+                         + ("; its scale adapts" if model_name == "vgg8_adacos" else ""))
     return {**config, **given}
 
 

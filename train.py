@@ -21,7 +21,7 @@ from tqdm import tqdm
 import run_files
 from cli import ArgumentParser, finite_float, non_negative_int, positive, seed_int
 from datasets import DATASET_NAMES, DatasetError, balanced_sample, load_dataset
-from metrics import class_means, geometry, separation_bound_deg, unit
+from metrics import class_means, dominant_subcenters, geometry, outlier_threshold_deg, separation_bound_deg, unit
 from models import MODEL_NAMES, build_model, to_input
 from verification import epoch_metrics
 
@@ -38,6 +38,7 @@ def parse_args(argv=None):
     p.add_argument("--m1", type=finite_float, help="multiplicative angular margin, cos(m1 theta + m2) - m3")
     p.add_argument("--m2", type=finite_float, help="additive angular margin")
     p.add_argument("--m3", type=finite_float, help="additive cosine margin")
+    p.add_argument("--subcenters", type=positive(int), help="sub-centres per class of vgg8_subcenter (default: 3)")
     p.add_argument("--epochs", type=positive(int), default=80, help="training epochs")
     p.add_argument("--batch-size", type=positive(int), default=128, help="training batch size")
     p.add_argument("--lr", type=positive(float), default=1e-3, help="Adam learning rate")
@@ -220,8 +221,8 @@ def train_one_epoch(model, images, labels, optimizer, scaler, batch_size, genera
     for step, index in enumerate(tqdm(batches, desc=progress, leave=False, unit="batch"), start=1):
         targets = labels[index]
         with autocast(device, precision):
-            logits, _ = model(to_input(images[index]), targets)
-        loss = F.cross_entropy(logits, targets)
+            logits, embeddings = model(to_input(images[index]), targets)
+        loss = model.head.loss(logits, targets, embeddings)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
@@ -245,7 +246,7 @@ def evaluate(model, images, labels, batch_size, precision):
         targets = labels[start:start + batch_size]
         with autocast(images.device, precision):
             batch_embeddings = model.embed(to_input(images[start:start + batch_size]))
-        losses.append(F.cross_entropy(model.head(batch_embeddings, targets), targets, reduction="none"))
+        losses.append(model.head.loss(model.head(batch_embeddings, targets), targets, batch_embeddings, reduction="none"))
         correct.append(model.head(batch_embeddings).argmax(1) == targets)
         embeddings.append(batch_embeddings)
     model.train(was_training)
@@ -331,7 +332,7 @@ def set_up(args):
     rows = head_rows(args.unseen_classes)
     try:
         model = build_model(args.model, args.embedding_dim, int((rows >= 0).sum()), scale=args.scale,
-                            margin=args.margin, m1=args.m1, m2=args.m2, m3=args.m3)
+                            margin=args.margin, m1=args.m1, m2=args.m2, m3=args.m3, subcenters=args.subcenters)
     except ValueError as error:
         raise SystemExit(f"error: {error}")
     model = model.to(device, memory_format=torch.channels_last)
@@ -351,7 +352,9 @@ def set_up(args):
         "epochs_completed": 0, "options": vars(args), "device": device.type, "precision": precision,
         "head": model.head.config(), "history": [],
     }
-    meta["separation_bound_deg"] = separation_bound_deg(model.head.weight.shape[0], args.embedding_dim)
+    meta["separation_bound_deg"] = separation_bound_deg(model.head.num_classes, args.embedding_dim)
+    if model.head.subcenters > 1:
+        meta["outlier_deg"] = outlier_threshold_deg(model.head.num_classes, args.embedding_dim)
     if args.unseen_classes:
         meta["seen_classes"] = [c for c in range(NUM_CLASSES) if rows[c] >= 0]
         meta["unseen_classes"] = args.unseen_classes
@@ -441,17 +444,35 @@ def run_epoch(training, epoch):
     val_loss, val_accuracy = losses[val].mean().item(), correct[val].float().mean().item()  # the seen classes
     if not (math.isfinite(val_loss) and np.isfinite(embeddings).all()):  # keep the last good files
         raise Diverged("in the evaluation after it", val_loss)
-    weights = unit(model.head.weight.detach().cpu().numpy()) if model.head.uses_cosine else None
-    rows, labels = training.points_rows.cpu().numpy(), training.points_labels.numpy()
-    num_rows = model.head.weight.shape[0]
-    shape = geometry(embeddings[train], rows[train], embeddings[val], rows[val], num_rows, weights)
-    seen_means = class_means(embeddings[train], rows[train], num_rows)
+    head, rows, labels = model.head, training.points_rows.cpu().numpy(), training.points_labels.numpy()
+    weights, extra = None, {}
+    if head.uses_cosine:  # (C, K, dim): each class's sub-centres, K = 1 but for Sub-center ArcFace
+        centres = unit(head.weight.detach().cpu().numpy()).reshape(head.num_classes, head.subcenters, -1)
+        weights = centres[:, 0]
+        if head.subcenters > 1:  # a class's weight is its dominant sub-centre
+            dominant, angles = dominant_subcenters(embeddings[train], rows[train], centres)
+            weights = centres[np.arange(head.num_classes), dominant]
+            extra["subcenters"] = {"weights": centres.round(6).tolist(), "dominant": dominant.tolist(),
+                                   "outliers": int((angles > training.meta["outlier_deg"]).sum())}
+    if head.state():
+        extra["head_state"] = head.state()
+    shape = geometry(embeddings[train], rows[train], embeddings[val], rows[val], head.num_classes, weights)
+    seen_means = class_means(embeddings[train], rows[train], head.num_classes)
     training.embeddings[epoch] = embeddings
     return {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "val_accuracy": val_accuracy, **shape,
             **epoch_metrics(embeddings, labels, training.splits, seen_means, args.seed),
+            **norms_by_correctness(embeddings[val], correct[val].numpy()), **extra,
             "seconds": time.perf_counter() - start, "train_seconds": train_seconds,
             "class_weights": None if weights is None else  # one per dataset class, None for one held out
             [weights[row].round(6).tolist() if row >= 0 else None for row in training.head_rows.tolist()]}
+
+
+def norms_by_correctness(embeddings, correct):
+    """The mean norm, before normalisation, of the correctly and of the wrongly classified images
+    (None where there are none): how the norm relates to difficulty."""
+    norms = np.linalg.norm(embeddings, axis=1)
+    return {"norm_correct": float(norms[correct].mean()) if correct.any() else None,
+            "norm_wrong": float(norms[~correct].mean()) if not correct.all() else None}
 
 
 def save(training, entry):
@@ -478,7 +499,7 @@ def checkpoint(training, entry):
     """What both checkpoints hold, all on the CPU: enough for models.load_model to rebuild the network."""
     model = training.model
     return {"model_state": on_cpu(model.state_dict()), "model": training.args.model, "head": model.head.config(),
-            "embedding_dim": training.args.embedding_dim, "num_classes": model.head.weight.shape[0],
+            "embedding_dim": training.args.embedding_dim, "num_classes": model.head.num_classes,
             "options": vars(training.args), "epoch": entry["epoch"], "val_loss": entry["val_loss"]}
 
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from losses import ArcFace, Softmax, margin_target
-from models import PRESETS, build_head, build_model, head_config
+from models import PRESETS, build_head, build_model, head_config, head_parameters
 
 ANGLES = [0.0, 0.3, 1.0, math.pi / 2, 2.0, 2.5, math.pi - 0.5, 2.9, math.pi]  # 2.9 > pi - m for m = 0.5
 MARGIN_PRESETS = [name for name, config in PRESETS.items() if config["kind"] == "margin"]
@@ -165,19 +165,31 @@ def test_overrides_and_their_refusals():
         head_config("vgg8_combined", margin=0.1)
     with pytest.raises(ValueError, match="neither scale nor margin"):
         head_config("vgg8_softmax", scale=2.0)
+    assert head_config("vgg8_curricularface", margin=0.3)["m"] == 0.3
+    assert head_config("vgg8_subcenter", subcenters=5, margin=0.2) | {} == {**PRESETS["vgg8_subcenter"],
+                                                                             "subcenters": 5, "m2": 0.2}
+    with pytest.raises(ValueError, match="--scale cannot be set for vgg8_adacos; its scale adapts"):
+        head_config("vgg8_adacos", scale=2.0)
+    with pytest.raises(ValueError, match="--margin has no meaning for vgg8_magface; its margin follows the norm"):
+        head_config("vgg8_magface", margin=0.2)
+    with pytest.raises(ValueError, match="--subcenters cannot be set for vgg8_arcface"):
+        head_config("vgg8_arcface", subcenters=2)
+    with pytest.raises(ValueError, match="--subcenters must be an integer from 1 to 16"):
+        preset_head("vgg8_subcenter", subcenters=17)
 
 
 @pytest.mark.parametrize("name", PRESETS)
 def test_a_head_rebuilt_from_its_config_is_the_same_head(name):
-    head = preset_head(name, num_classes=10, **({} if name == "vgg8_softmax" else {"scale": 9.0}))
+    scaled = "s" in head_parameters(PRESETS[name]["kind"]) and name != "vgg8_softmax"
+    head = preset_head(name, num_classes=10, **({"scale": 9.0} if scaled else {}))
     config = head.config()
-    assert config == {**PRESETS[name], **({} if name == "vgg8_softmax" else {"s": 9.0})} | config  # nothing lost
+    assert config == {**PRESETS[name], **({"s": 9.0} if scaled else {})} | config  # nothing lost
     rebuilt = build_head(config, 3, 10)
     assert type(rebuilt) is type(head) and rebuilt.config() == config
     rebuilt.load_state_dict(head.state_dict())
     points, labels = torch.randn(6, 3), torch.arange(6) % 10
-    torch.testing.assert_close(rebuilt(points, labels), head(points, labels), rtol=0, atol=0)
-    if name != "vgg8_softmax":
+    torch.testing.assert_close(rebuilt.eval()(points, labels), head.eval()(points, labels), rtol=0, atol=0)
+    if name in MARGIN_PRESETS:
         assert repr(head).endswith(f"(s=9.0, m1={head.m1}, m2={head.m2}, m3={head.m3})")
 
 

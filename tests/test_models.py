@@ -11,7 +11,7 @@ def test_vgg8_shapes_and_one_backbone_for_every_head(name):
     images = torch.randn(4, 1, 28, 28)
     logits, embeddings = model(images, torch.tensor([0, 1, 2, 3]))
     assert logits.shape == (4, 10) and embeddings.shape == (4, 3)
-    assert model.head.weight.shape == (10, 3)
+    assert model.head.weight.shape == (10 * model.head.subcenters, 3) and model.head.num_classes == 10
     assert model.embed(images).shape == (4, 3)
     backbone = {k for k in model.state_dict() if not k.startswith("head.")}
     other = build_model(MODEL_NAMES[0])
