@@ -181,3 +181,42 @@ def test_per_sample_targets_never_rise_with_the_angle(per_sample):
         assert (target.diff() <= 0).all(), f"the target rises for m2={m2:.2f}, m3={m3:.2f}"
         if m2 >= 0:
             assert (target.diff() < 0).all()
+
+
+# ---------------------------------------------------------------- end to end, on 400 real digits
+
+def tiny_run(data_dir, out_dir, model, *extra):
+    from conftest import call_main
+    import train
+
+    result = call_main(train.main, "--model", model, "--data-dir", data_dir, "--out-dir", out_dir, "--train-points",
+                       "100", "--batch-size", "64", "--lr", "3e-3", "--precision", "fp32", *extra)
+    assert result.returncode == 0, result.stderr
+    from run_files import load_run
+    return load_run(str(out_dir), model)
+
+
+@pytest.mark.parametrize("name", NEW_HEADS)
+def test_each_new_head_learns_the_digits(tiny_mnist, tmp_path, name):
+    _, _, meta = tiny_run(tiny_mnist, tmp_path, name, "--epochs", "8")
+    history = meta["history"]
+    assert history[-1]["val_accuracy"] >= 0.35, [round(e["val_accuracy"], 2) for e in history]  # chance: 0.10
+    assert history[-1]["val_loss"] < history[1]["val_loss"]
+    state = PRESETS[name]["kind"] in ("adacos", "curricular", "adaface")
+    assert ("head_state" in history[-1]) == state
+    if name == "vgg8_subcenter":
+        subcenters = history[-1]["subcenters"]
+        assert len(subcenters["weights"]) == 10 and len(subcenters["weights"][0]) == 3
+        assert 0 <= subcenters["outliers"] <= 100 and meta["outlier_deg"] == pytest.approx(66.1468 / 2)
+
+
+@pytest.mark.parametrize("name", ["vgg8_adacos", "vgg8_elasticface", "vgg8_adaface"])
+def test_resuming_a_head_with_state_or_draws_is_bit_identical(tiny_mnist, tmp_path, name):
+    import numpy as np
+
+    whole_embeddings, _, whole = tiny_run(tiny_mnist, tmp_path / "whole", name, "--epochs", "3")
+    tiny_run(tiny_mnist, tmp_path / "parts", name, "--epochs", "1")
+    parts_embeddings, _, parts = tiny_run(tiny_mnist, tmp_path / "parts", name, "--epochs", "3", "--resume")
+    np.testing.assert_array_equal(whole_embeddings, parts_embeddings)
+    timeless = [{k: v for k, v in e.items() if k not in ("seconds", "train_seconds")} for e in whole["history"]]
+    assert timeless == [{k: v for k, v in e.items() if k not in ("seconds", "train_seconds")} for e in parts["history"]]
