@@ -199,7 +199,7 @@ def part_render_ours(args):
     import render
 
     points, labels = clustered_sphere_points(args.frames, args.points)
-    jobs = [([(frame, labels, None, None)], f"bench - epoch {k}", None) for k, frame in enumerate(points)]
+    jobs = [([(frame, labels, None, None, None)], f"bench - epoch {k}", None) for k, frame in enumerate(points)]
     start = time.perf_counter()
     palette = render.gif_palette(10)
     options = {"class_names": [str(i) for i in range(10)], "point_size": render.point_size(args.points)}

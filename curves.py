@@ -17,6 +17,14 @@ PANELS = [  # (title, y label, lines: (history key, or path of keys into an entr
     ("verification: TAR at FAR 1e-3, seen classes (solid) and unseen (dashed)", "TAR",
      [(("verification", "seen", *TAR_AT_1E3), "-"), (("verification", "unseen", *TAR_AT_1E3), "--")]),
     ("open set: AUROC of seen against unseen images", "AUROC", [("open_set_auroc", "-")]),
+    ("norm before normalisation: correctly (solid) and wrongly (dashed) classified val images", "norm",
+     [("norm_correct", "-"), ("norm_wrong", "--")]),
+    ("AdaCos: the scale s, re-estimated at every step", "s", [(("head_state", "s"), "-")]),
+    ("CurricularFace: t, the running mean target cosine", "t", [(("head_state", "t"), "-")]),
+    ("AdaFace: running mean (solid) and standard deviation (dashed) of the batches' norms", "norm",
+     [(("head_state", "batch_mean"), "-"), (("head_state", "batch_std"), "--")]),
+    ("Sub-center ArcFace: outliers, training points far from their class's dominant sub-centre", "points",
+     [(("subcenters", "outliers"), "-")]),
 ]
 
 

@@ -13,7 +13,7 @@ import numpy as np
 from matplotlib.colors import to_hex
 
 import run_files
-from render import SPLIT_TITLES, class_colors, on_unit_sphere
+from render import SPLIT_TITLES, class_colors, on_unit_sphere, placed
 from sampling import balanced_rows
 
 DECIMALS = 4           # coordinates written to the page; 1e-4 of the radius is below a pixel
@@ -54,11 +54,12 @@ def frame_title(meta, split, entry):
     return f"{meta['model']} - {SPLIT_TITLES.get(split, split)} - epoch {entry['epoch']}{accuracy}"
 
 
-def build_figure(embeddings, labels, meta, split, max_points=2000, seed=0):
+def build_figure(embeddings, labels, meta, split, max_points=2000, seed=0, space="sphere"):
     """The plotly figure, as a dict, of rows meta["splits"][split] of every frame.
 
     embeddings (frames, n, 3) float, labels (n,) int. Traces: the sphere, one per class, then the class
-    weights when the history holds any; each frame moves the class traces and the weights.
+    weights when the history holds any; each frame moves the class traces and the weights. space "raw":
+    the embeddings before normalisation, in a box that the last frame fills (render.placed), no sphere.
     """
     embeddings, labels = np.asarray(embeddings), np.asarray(labels)
     if embeddings.ndim != 3 or embeddings.shape[-1] != 3 or len(embeddings) == 0:
@@ -72,7 +73,8 @@ def build_figure(embeddings, labels, meta, split, max_points=2000, seed=0):
     colors = [to_hex(color) for color in class_colors(len(class_names))]
     start, stop = run_files.drawn_rows(meta, split)
     rows = start + balanced_rows(labels[start:stop], max_points, seed)  # the same rows in every frame
-    points, valid = on_unit_sphere(embeddings[:, rows])  # (frames, rows, 3), (frames, rows)
+    points, valid, box = placed(embeddings[:, rows], space)  # (frames, rows, 3), (frames, rows), half-width
+    edge = box / 1.05 if space == "raw" else 1.0  # where a raw view draws the weights' directions
     row_labels = labels[rows]
     members = [row_labels == c for c in range(len(class_names))]
     # the indices only change from frame to frame when a frame leaves some points out
@@ -98,11 +100,12 @@ def build_figure(embeddings, labels, meta, split, max_points=2000, seed=0):
         rows = [[np.nan] * embeddings.shape[-1] if w is None else w for w in weights[k]]  # None: held out
         unit, ok = on_unit_sphere(np.asarray(rows, np.float64))
         ok = np.flatnonzero(ok)
-        return {"type": "scatter3d", **coordinates(unit[ok]), "text": [class_names[c] for c in ok],
+        return {"type": "scatter3d", **coordinates(unit[ok] * edge), "text": [class_names[c] for c in ok],
                 "marker": {"color": [colors[c] for c in ok]}}
 
     unseen = set(meta.get("unseen_classes", []))  # held out of training: hollow rings
-    data = [sphere_wireframe()]
+    data = [sphere_wireframe() if space == "sphere" else
+            {"type": "scatter3d", "mode": "lines", "x": [], "y": [], "z": [], "hoverinfo": "skip", "showlegend": False}]
     for c, trace in enumerate(class_traces(0, with_indices=True)):
         name = f"{class_names[c]} (unseen)" if c in unseen else class_names[c]
         trace.update(name=name, legendgroup=class_names[c], mode="markers",
@@ -130,7 +133,8 @@ def build_figure(embeddings, labels, meta, split, max_points=2000, seed=0):
         return [frame_names, {"mode": "immediate", "fromcurrent": True, "transition": {"duration": 0},
                               "frame": {"duration": frame_ms, "redraw": True}}]
 
-    axis = {"range": AXIS_RANGE, "autorange": False, "tickvals": [-1, 0, 1], "zeroline": False,
+    axis = {"range": [-box, box] if space == "raw" else AXIS_RANGE, "autorange": False,
+            "tickvals": [-edge, 0, edge], "zeroline": space == "raw",
             "showspikes": False, "backgroundcolor": "white"}
     layout = {
         "title": {"text": frames[0]["layout"]["title"]["text"], "x": 0.5},
@@ -162,11 +166,11 @@ def build_figure(embeddings, labels, meta, split, max_points=2000, seed=0):
     return {"data": data, "layout": layout, "frames": frames}
 
 
-def write_html(path, embeddings, labels, meta, split, max_points=2000, seed=0):
+def write_html(path, embeddings, labels, meta, split, max_points=2000, seed=0, space="sphere"):
     """Writes the page of build_figure(...) to path, plotly.js included; returns its size in bytes."""
     import plotly.io as pio
 
-    page = pio.to_html(build_figure(embeddings, labels, meta, split, max_points, seed), include_plotlyjs=True,
+    page = pio.to_html(build_figure(embeddings, labels, meta, split, max_points, seed, space), include_plotlyjs=True,
                        full_html=True, auto_play=False, validate=True, default_width="100%", default_height="100%",
                        config={"displaylogo": False}, div_id="sphere")
     title = html.escape(f"{meta['model']} - {SPLIT_TITLES.get(split, split)}")

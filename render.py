@@ -1,4 +1,5 @@
-"""Frames of embeddings on the unit sphere (3-D) or the unit circle (2-D), and the files made of them.
+"""Frames of embeddings on the unit sphere (3-D) or the unit circle (2-D), or as they are before
+normalisation in a box (the raw view), and the files made of them.
 
 One matplotlib figure is built once per process, with one panel per run; each frame only
 moves the points, the class weights, the titles and, when turning, the camera. Frames are
@@ -36,6 +37,19 @@ def on_unit_sphere(points):
         return np.where(valid[..., None], points / norms, 0.0), valid
 
 
+def placed(embeddings, space):
+    """(frames, n, dim) embeddings -> (points, mask of the rows drawn, half-width of the box drawn).
+    "sphere": L2-normalised, on the unit sphere. "raw": as they are, before normalisation, in one box
+    for every frame, the one that the last frame's points fill."""
+    if space == "sphere":
+        points, valid = on_unit_sphere(embeddings)
+        return points, valid, 1.0
+    valid = np.isfinite(embeddings).all(axis=-1)
+    points = np.where(valid[..., None], embeddings, 0.0)
+    extent = np.abs(points[-1][valid[-1]])
+    return points, valid, float(extent.max()) * 1.05 if extent.size and extent.max() > 0 else 1.0
+
+
 def class_colors(num_classes):
     cmap = plt.get_cmap("tab10" if num_classes <= 10 else "tab20")
     return [cmap(i % cmap.N) for i in range(num_classes)]
@@ -51,21 +65,24 @@ class EmbeddingFigure:
     """A figure with one panel per run, drawn once; render() changes only what moves."""
 
     def __init__(self, class_names, point_size, dim=3, panels=1, elevation=ELEVATION, azimuth=AZIMUTH,
-                 show_weights=False, unseen_classes=()):
+                 show_weights=False, unseen_classes=(), boxes=None, show_subcenters=False):
         """show_weights: the legend has a "class weight" entry (for runs whose head has class weights);
-        unseen_classes: classes held out of training, drawn as hollow rings and named "(unseen)"."""
+        unseen_classes: classes held out of training, drawn as hollow rings and named "(unseen)";
+        boxes: per panel, the half-width of the box of the raw view (placed()), None: the unit sphere;
+        show_subcenters: the legend has an entry for the sub-centres that are not a class's dominant one."""
         self.dim, self.elevation = dim, elevation
         self.fig = plt.figure(figsize=(PANEL_INCHES * panels, PANEL_INCHES), dpi=DPI)
         colors = class_colors(len(class_names))
-        self.axes, self.scatters, self.weight_markers = [], [], []
-        for index in range(panels):
+        self.boxes = boxes or [None] * panels
+        self.axes, self.scatters, self.weight_markers, self.subcenter_markers = [], [], [], []
+        for index, box in enumerate(self.boxes):
             if dim == 3:
                 ax = self.fig.add_subplot(1, panels, index + 1, projection="3d", computed_zorder=False)
-                draw_sphere(ax, elevation, azimuth)
+                draw_sphere(ax, elevation, azimuth) if box is None else draw_box(ax, box, elevation, azimuth)
                 empty = ([], [], [])
             else:
                 ax = self.fig.add_subplot(1, panels, index + 1)
-                draw_circle(ax)
+                draw_circle(ax) if box is None else draw_square(ax, box)
                 empty = ([], [])
             self.axes.append(ax)
             self.scatters.append([ax.scatter(*empty, s=point_size * (2.5 if c in unseen_classes else 1),
@@ -77,13 +94,21 @@ class EmbeddingFigure:
             self.weight_markers.append([ax.scatter(*empty, s=110, marker="*", color=color, edgecolors="black",
                                                    linewidths=0.6, **({"depthshade": False} if dim == 3 else {}))
                                         for color in colors])
+            # Sub-center ArcFace: a class's other sub-centres, smaller stars
+            self.subcenter_markers.append([ax.scatter(*empty, s=40, marker="*", color=color, edgecolors="black",
+                                                      linewidths=0.4, **({"depthshade": False} if dim == 3 else {}))
+                                           for color in colors])
         marker_scale = 4 / max(point_size, 0.1) ** 0.5  # legend dots of one size, whatever the points' size
         handles = [*self.scatters[0]]
         labels = [f"{name} (unseen)" if c in unseen_classes else name for c, name in enumerate(class_names)]
         if show_weights:  # the star at 10 points, after the scale that the legend applies to every marker
             handles.append(Line2D([], [], marker="*", markersize=10 / marker_scale, color="white",
                                   markeredgecolor="black", linestyle=""))
-            labels.append("class weight")
+            labels.append("class weight" if not show_subcenters else "dominant sub-centre")
+        if show_subcenters:
+            handles.append(Line2D([], [], marker="*", markersize=6 / marker_scale, color="white",
+                                  markeredgecolor="black", linestyle=""))
+            labels.append("other sub-centres")
         self.fig.legend(handles=handles, labels=labels, loc="upper left", markerscale=marker_scale, fontsize=8,
                         frameon=False)
         self.title = self.fig.suptitle("", fontsize=11)
@@ -91,15 +116,19 @@ class EmbeddingFigure:
                                  top=0.9 if panels > 1 else 0.95, wspace=0.05)
 
     def render(self, panels, title, azimuth=None):
-        """panels: per panel (points (n, dim) unit vectors, labels (n,) with -1 for not drawn,
-        class weights (classes, dim) or None, panel title or None) -> (H, W, 3) uint8."""
-        for ax, scatters, markers, (points, labels, weights, panel_title) in zip(
-                self.axes, self.scatters, self.weight_markers, panels):
-            for class_index, (scatter, marker) in enumerate(zip(scatters, markers)):
+        """panels: per panel (points (n, dim) as placed(), labels (n,) with -1 for not drawn, class
+        weights (classes, dim) unit vectors or None, other sub-centres (classes, k, dim) or None, panel
+        title or None) -> (H, W, 3) uint8. In a raw view's box the stars show directions, at its edge."""
+        for ax, scatters, markers, small_markers, box, (points, labels, weights, subcenters, panel_title) in zip(
+                self.axes, self.scatters, self.weight_markers, self.subcenter_markers, self.boxes, panels):
+            scale = 1.0 if box is None else box / 1.05
+            for class_index, (scatter, marker, small) in enumerate(zip(scatters, markers, small_markers)):
                 set_points(scatter, points[labels == class_index], self.dim)
                 has_weight = weights is not None and weights[class_index] is not None  # None: a class held out
                 weight = np.asarray(weights[class_index])[None] if has_weight else np.zeros((0, self.dim))
-                set_points(marker, weight, self.dim)
+                set_points(marker, weight * scale, self.dim)
+                others = subcenters[class_index] if subcenters is not None else None
+                set_points(small, np.zeros((0, self.dim)) if others is None else np.asarray(others) * scale, self.dim)
             ax.set_title(panel_title or "", fontsize=10)
             if azimuth is not None and self.dim == 3:
                 ax.view_init(elev=self.elevation, azim=azimuth)
@@ -120,6 +149,28 @@ def draw_sphere(ax, elevation, azimuth):
     for axis in (ax.xaxis, ax.yaxis, ax.zaxis):
         axis.set_pane_color((1, 1, 1, 0))
     ax.view_init(elev=elevation, azim=azimuth)
+
+
+def draw_box(ax, half_width, elevation, azimuth):
+    """The raw view's 3-D box, with faint axes through the origin, where the spokes start."""
+    for axis in np.eye(3):
+        ax.plot(*np.stack([-axis, axis]).T * half_width, color="0.6", alpha=0.4, linewidth=0.6)
+    ticks = (-half_width / 1.05, 0, half_width / 1.05)
+    ax.set(xlim=(-half_width, half_width), ylim=(-half_width, half_width), zlim=(-half_width, half_width),
+           xlabel="x", ylabel="y", zlabel="z", xticks=ticks, yticks=ticks, zticks=ticks)
+    for axis in (ax.xaxis, ax.yaxis, ax.zaxis):
+        axis.set_major_formatter("{x:.2g}")
+        axis.set_pane_color((1, 1, 1, 0))
+    ax.set_box_aspect((1, 1, 1))
+    ax.grid(False)
+    ax.view_init(elev=elevation, azim=azimuth)
+
+
+def draw_square(ax, half_width):
+    ax.axhline(0, color="0.6", alpha=0.4, linewidth=0.6)
+    ax.axvline(0, color="0.6", alpha=0.4, linewidth=0.6)
+    ax.set(xlim=(-half_width, half_width), ylim=(-half_width, half_width), xlabel="x", ylabel="y")
+    ax.set_aspect("equal")
 
 
 def draw_circle(ax):

@@ -34,6 +34,7 @@ def run_paths(out_dir, model_name):
         "meta": os.path.join(out_dir, f"all_{model_name}_meta.json"),
         "checkpoint": os.path.join(out_dir, f"{model_name}_best.pth"),
         "resume": os.path.join(out_dir, f"{model_name}_last.pth"),
+        "images": os.path.join(out_dir, f"all_{model_name}_images.npy"),  # uint8, one image per saved point
     }
 
 
@@ -58,6 +59,25 @@ def save_run(out_dir, model_name, embeddings, labels, meta, resume_state):
     atomic_write(paths["labels"], lambda f: np.save(f, np.ascontiguousarray(labels, np.int64)))
     save_checkpoint(out_dir, model_name, "resume", resume_state)
     atomic_write(paths["meta"], lambda f: f.write(json.dumps(meta, indent=1).encode()))
+
+
+def save_images(out_dir, model_name, images):
+    """The images of the saved points, in their rows' order, once per run: what a point shows."""
+    path = run_paths(out_dir, model_name)["images"]
+    if not os.path.exists(path):
+        atomic_write(path, lambda f: np.save(f, np.ascontiguousarray(images, np.uint8)))
+
+
+def load_images(out_dir, model_name, n_points):
+    """The images behind a run's points, or None for a run made before they were saved."""
+    path = run_paths(out_dir, model_name)["images"]
+    if not os.path.exists(path):
+        return None
+    images = load_npy(path)
+    if images.dtype != np.uint8 or len(images) != n_points or images.ndim not in (3, 4):
+        raise RunFileError(f"{path} holds {images.shape} {images.dtype}, not the {n_points} uint8 images "
+                           "of the run's points; delete it and train again")
+    return images
 
 
 def save_checkpoint(out_dir, model_name, kind, checkpoint):

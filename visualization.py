@@ -4,6 +4,7 @@
     python visualization.py --model vgg8_softmax --split val --format mp4 --rotate
     python visualization.py --compare vgg8_arcface vgg8_softmax
     python visualization.py --model vgg8_arcface --html
+    python visualization.py --compare vgg8_softmax vgg8_arcface vgg8_magface --space raw
 """
 
 import os
@@ -22,6 +23,8 @@ from verification import roc_curves
 
 # GIF delays are in 10 ms units, and browsers show delays under 20 ms as about 100 ms
 MAX_GIF_FPS = 50
+SUFFIX = {"sphere": "", "raw": "_raw"}  # of the files of each view
+RAW_TITLE = {"sphere": "", "raw": " (raw, before normalisation)"}
 
 
 def parse_args(argv=None):
@@ -32,6 +35,9 @@ def parse_args(argv=None):
     runs.add_argument("--compare", nargs="+", metavar="MODEL",
                       help="draw these runs side by side, one panel each, in one animation")
     p.add_argument("--split", default="both", choices=("train", "val", "both"), help="which points to draw")
+    p.add_argument("--space", default="sphere", choices=("sphere", "raw"),
+                   help="sphere: the directions, on the unit sphere; raw: the embeddings as they are, before "
+                        "normalisation, in one box per run that the last epoch fills (files named ..._raw)")
     p.add_argument("--out-dir", default="data", help="folder holding the runs; what is drawn goes there too")
     p.add_argument("--format", default="gif", choices=("gif", "mp4"), help="animation file type")
     p.add_argument("--fps", type=positive(float), default=8.0,
@@ -62,16 +68,18 @@ def parse_args(argv=None):
 class Run:
     """One run, ready to draw: unit vectors, labels per frame (-1: not drawn), titles, weights."""
 
-    def __init__(self, model, embeddings, labels, meta):
+    def __init__(self, model, embeddings, labels, meta, space="sphere"):
         self.model, self.meta = model, meta
         self.embeddings = embeddings
-        self.points, valid = render.on_unit_sphere(embeddings)
+        self.points, valid, self.box = render.placed(embeddings, space)
         self.invalid = int(np.count_nonzero(~valid))
         self.labels_of_rows = labels  # (n,)
         self.labels = np.where(valid, labels[None, :], -1)  # (frames, n); -1: not drawn
         self.history = meta["history"][:len(self.points)]
         self.weights = [entry.get("class_weights") for entry in self.history]
         self.has_weights = any(weights is not None for weights in self.weights)  # Softmax has none
+        self.subcenters = [other_subcenters(entry, meta) for entry in self.history]
+        self.has_subcenters = any(others is not None for others in self.subcenters)
         self.dim = embeddings.shape[-1]
 
     def split(self, split):
@@ -84,7 +92,19 @@ class Run:
         return f"epoch {entry['epoch']}/{self.meta['options']['epochs']}{accuracy}"
 
 
-def load(out_dir, model, allow_pickle):
+def other_subcenters(entry, meta):
+    """Per dataset class, the sub-centres of Sub-center ArcFace that are not its dominant one
+    (None for a class held out); None for the other heads."""
+    if "subcenters" not in entry:
+        return None
+    centres, dominant = entry["subcenters"]["weights"], entry["subcenters"]["dominant"]
+    others = [None] * len(meta["class_names"])
+    for row, c in enumerate(meta.get("seen_classes", range(len(centres)))):  # head row -> dataset class
+        others[c] = [centre for k, centre in enumerate(centres[row]) if k != dominant[row]]
+    return others
+
+
+def load(out_dir, model, allow_pickle, space="sphere"):
     """A Run of this project's files, or of the seed's pickled files when allowed."""
     try:
         try:
@@ -99,7 +119,7 @@ def load(out_dir, model, allow_pickle):
         raise SystemExit(f"error: {error}")
     if embeddings.shape[-1] not in (2, 3):
         raise SystemExit(f"error: {model} has {embeddings.shape[-1]}-D embeddings; 2-D and 3-D ones are drawn")
-    run = Run(model, embeddings, labels, meta)
+    run = Run(model, embeddings, labels, meta, space)
     if run.invalid:
         print(f"warning: {run.invalid:,} of {run.labels.size:,} points (all frames) of {model} are not finite "
               "or are zero vectors; they are left out", file=sys.stderr)
@@ -118,24 +138,26 @@ def animate(args, runs, split, name):
         for run, (points, labels) in zip(runs, split_points):
             held = min(frame, len(run.points) - 1)  # a shorter run holds its last frame
             title = run.epoch_title(held)
-            panels.append((points[held], labels[held], run.weights[held], f"{run.model} - {title}"
-                           if len(runs) > 1 else None))
+            panels.append((points[held], labels[held], run.weights[held], run.subcenters[held],
+                           f"{run.model} - {title}" if len(runs) > 1 else None))
             epoch_titles.append(title)
-        title = (f"{render.SPLIT_TITLES[split]} embeddings - epoch {frame}" if len(runs) > 1
-                 else f"{runs[0].model} - {render.SPLIT_TITLES[split]} - {epoch_titles[0]}")
+        title = (f"{render.SPLIT_TITLES[split]} embeddings{RAW_TITLE[args.space]} - epoch {frame}" if len(runs) > 1
+                 else f"{runs[0].model} - {render.SPLIT_TITLES[split]}{RAW_TITLE[args.space]} - {epoch_titles[0]}")
         jobs.append((panels, title, args.azim + args.rotate * frame if args.rotate else None))
     class_names = runs[0].meta["class_names"]
     palette = render.gif_palette(len(class_names))
     figure_options = {"class_names": class_names, "point_size": render.point_size(split_points[0][0].shape[1]),
                       "dim": runs[0].dim, "panels": len(runs), "elevation": args.elev, "azimuth": args.azim,
                       "show_weights": any(run.has_weights for run in runs),
-                      "unseen_classes": sorted({c for run in runs for c in run.meta.get("unseen_classes", [])})}
+                      "unseen_classes": sorted({c for run in runs for c in run.meta.get("unseen_classes", [])}),
+                      "boxes": [run.box for run in runs] if args.space == "raw" else None,
+                      "show_subcenters": any(run.has_subcenters for run in runs)}
     frames = render.render_frames(jobs, figure_options, palette, args.workers, f"{name} {render.SPLIT_TITLES[split]}")
-    path = os.path.join(args.out_dir, f"{name}_{render.SPLIT_TITLES[split]}_Embeddings.{args.format}")
+    path = os.path.join(args.out_dir, f"{name}_{render.SPLIT_TITLES[split]}_Embeddings{SUFFIX[args.space]}.{args.format}")
     (render.write_gif if args.format == "gif" else render.write_mp4)(path, frames, palette, args.fps)
     written = [path]
     if args.keep_frames:
-        frame_dir = os.path.join(args.out_dir, f"{name}_{render.SPLIT_TITLES[split]}_frames")
+        frame_dir = os.path.join(args.out_dir, f"{name}_{render.SPLIT_TITLES[split]}{SUFFIX[args.space]}_frames")
         os.makedirs(frame_dir, exist_ok=True)
         for epoch, frame in enumerate(frames):
             iio.imwrite(os.path.join(frame_dir, f"epoch_{epoch:03d}.png"), palette[frame])
@@ -153,9 +175,38 @@ def write_pages(args, runs, splits):
     pages = [(run, split) for run in runs if run.dim == 3 for split in splits]
     written = []
     for run, split in tqdm(pages, desc="interactive pages", unit="page", leave=False):
-        path = os.path.join(args.out_dir, f"{run.model}_{render.SPLIT_TITLES[split]}_Embeddings.html")
-        size = write_html(path, run.embeddings, run.labels_of_rows, run.meta, split, args.html_points)
+        path = os.path.join(args.out_dir, f"{run.model}_{render.SPLIT_TITLES[split]}_Embeddings{SUFFIX[args.space]}.html")
+        size = write_html(path, run.embeddings, run.labels_of_rows, run.meta, split, args.html_points, space=args.space)
         print(f"{path}: {size / 1e6:.1f} MB")
+        written.append(path)
+    return written
+
+
+def draw_outliers(args, runs):
+    """M_outliers.png of each Sub-center ArcFace run: its last epoch's outliers, the images themselves."""
+    from gallery import plot_outliers, subcenter_outliers
+
+    written = []
+    for run in runs:
+        if "subcenters" not in run.history[-1]:
+            continue
+        try:
+            images = run_files.load_images(args.out_dir, run.model, len(run.labels_of_rows))
+        except run_files.RunFileError as error:
+            raise SystemExit(f"error: {error}")
+        if images is None:
+            print(f"warning: {run.model}'s run has no images file; train it again to see its outliers", file=sys.stderr)
+            continue
+        entry = run.history[-1]
+        outliers = subcenter_outliers(run.embeddings[-1], run.labels_of_rows, run.meta, entry)
+        if not outliers:
+            print(f"{run.model}: no outliers at epoch {entry['epoch']}")
+            continue
+        count = sum(len(found) for found in outliers.values())
+        path = os.path.join(args.out_dir, f"{run.model}_outliers.png")
+        plot_outliers(images, outliers, run.meta, f"{run.model}, epoch {entry['epoch']}: {count} of the saved "
+                      f"training images lie farther than {run.meta['outlier_deg']:.0f}° from their class's dominant "
+                      "sub-centre (farthest first)", path)
         written.append(path)
     return written
 
@@ -163,7 +214,7 @@ def write_pages(args, runs, splits):
 def main(argv=None):
     args = parse_args(argv)
     models = args.compare or args.model
-    runs = [load(args.out_dir, model, args.allow_pickle) for model in models]
+    runs = [load(args.out_dir, model, args.allow_pickle, args.space) for model in models]
     if args.compare and len({tuple(run.meta["class_names"]) for run in runs}) > 1:
         raise SystemExit("error: the runs to compare were made on datasets with different classes")
     if args.compare and len({run.dim for run in runs}) > 1:
@@ -191,6 +242,7 @@ def main(argv=None):
         plot_roc([(run.model, roc_curves(run.embeddings[-1], run.labels_of_rows, run.meta["splits"]))
                   for run in with_verification], path)
         written.append(path)
+    written += draw_outliers(args, runs)
     for path in written:
         print(f"wrote {path}")
     return 0

@@ -15,6 +15,7 @@ import torch
 
 import train
 from conftest import ROOT, call_main, run_script
+from datasets import load_dataset
 from render import gif_durations
 
 EPOCHS = 2
@@ -33,7 +34,7 @@ def trained_run(tiny_mnist, tmp_path_factory):
     return out_dir, result
 
 
-def test_train_writes_the_documented_files(trained_run):
+def test_train_writes_the_documented_files(trained_run, tiny_mnist):
     out_dir, result = trained_run
     embeddings = np.load(out_dir / "all_vgg8_arcface_embeddings.npy", allow_pickle=False)
     labels = np.load(out_dir / "all_vgg8_arcface_labels.npy", allow_pickle=False)
@@ -47,6 +48,9 @@ def test_train_writes_the_documented_files(trained_run):
     assert all(0 <= h["val_accuracy"] <= 1 and h["val_loss"] > 0 for h in meta["history"])
     assert np.bincount(labels[:200]).tolist() == [20] * 10  # class-balanced training sample
     assert not np.array_equal(embeddings[0], embeddings[EPOCHS])
+    images, image_labels, _ = train.saved_points(load_dataset("mnist", tiny_mnist, 58), 200, 58)
+    assert np.array_equal(np.load(out_dir / "all_vgg8_arcface_images.npy", allow_pickle=False), images.numpy())
+    assert np.array_equal(image_labels.numpy(), labels)  # the image behind each point, in the points' order
     checkpoint = torch.load(out_dir / "vgg8_arcface_best.pth", weights_only=True)
     assert checkpoint["model"] == "vgg8_arcface" and "head.weight" in checkpoint["model_state"]
     last = torch.load(out_dir / "vgg8_arcface_last.pth", weights_only=True)

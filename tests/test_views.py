@@ -68,7 +68,7 @@ def test_mp4_has_every_frame_plus_the_held_last_and_is_smaller_than_the_gif(runs
 
 def test_a_turning_camera_changes_the_view_of_the_same_points():
     points, _ = on_unit_sphere(np.random.default_rng(0).normal(size=(200, 3)))
-    panels = [(points, np.arange(200) % 10, None, None)]
+    panels = [(points, np.arange(200) % 10, None, None, None)]
     figure = EmbeddingFigure([str(i) for i in range(10)], 4)
     still = figure.render(panels, "t")
     assert np.array_equal(still, figure.render(panels, "t"))
@@ -99,7 +99,7 @@ def test_2d_embeddings_are_drawn_on_the_unit_circle(runs):
 def test_a_circle_frame_puts_points_where_their_angle_says():
     figure = EmbeddingFigure(["a", "b"], 30, dim=2)
     points = np.array([[1.0, 0.0], [-1.0, 0.0]])
-    image = figure.render([(points, np.array([0, 1]), None, None)], "t").astype(int)
+    image = figure.render([(points, np.array([0, 1]), None, None, None)], "t").astype(int)
     blue, orange = np.array([31, 119, 180]), np.array([255, 127, 14])
     ys_b, xs_b = np.nonzero(np.abs(image - blue).sum(-1) < 40)
     ys_o, xs_o = np.nonzero(np.abs(image - orange).sum(-1) < 40)
@@ -133,3 +133,74 @@ def test_the_legend_has_a_class_weight_star_only_when_a_run_drawn_has_class_weig
     assert legend_of_last_drawing() == digits
     draw(runs, "--compare", "vgg8_softmax", "vgg8_arcface", "--split", "val")
     assert legend_of_last_drawing() == [*digits, "class weight"]
+
+
+# ---------------------------------------------------------------- the raw view, sub-centres, outliers
+
+def test_raw_placement_keeps_the_points_and_fixes_one_box_from_the_last_frame():
+    embeddings = np.array([[[0.1, 0.0, 0.0], [0.0, 0.2, 0.0]],
+                           [[3.0, -1.0, 0.5], [np.nan, 0.0, 0.0]],
+                           [[0.0, -2.0, 0.0], [1.0, 1.0, 0.0]]])
+    points, valid, box = render.placed(embeddings, "raw")
+    assert box == pytest.approx(2.0 * 1.05)  # the last frame's largest coordinate, and a 5% border
+    np.testing.assert_array_equal(points[valid], embeddings[valid])  # where they are
+    assert valid.tolist() == [[True, True], [True, False], [True, True]]
+    sphere, _, unit_box = render.placed(embeddings, "sphere")
+    assert unit_box == 1.0 and np.allclose(np.linalg.norm(sphere[valid], axis=-1), 1)
+
+
+def test_a_raw_frame_draws_a_point_at_its_coordinates_in_a_box_fixed_across_frames():
+    figure = EmbeddingFigure(["a", "b"], 30, dim=2, boxes=[4.2])
+    blue = np.array([31, 119, 180])
+    ax = figure.axes[0]
+    for x, y in [(2.0, 1.0), (-3.0, -0.5)]:  # two frames, the same box
+        image = figure.render([(np.array([[x, y]]), np.array([0]), None, None, None)], "t").astype(int)
+        assert ax.get_xlim() == ax.get_ylim() == (-4.2, 4.2)
+        px, py = ax.transData.transform((x, y))
+        ys, xs = np.nonzero(np.abs(image - blue).sum(-1) < 40)
+        inside = xs > 60  # the legend's marker sits at the left edge
+        assert abs(xs[inside].mean() - px) < 3 and abs(ys[inside].mean() - (image.shape[0] - py)) < 3
+
+
+def test_raw_view_files_and_page(runs):
+    result = draw(runs, "--compare", "vgg8_softmax", "vgg8_arcface", "--split", "val", "--space", "raw")
+    gif = runs / "comparison_Validation_Embeddings_raw.gif"
+    assert f"wrote {gif}" in result.stdout and iio.imread(gif, index=None).shape[1:3] == (PANEL, 2 * PANEL)
+    draw(runs, "--model", "vgg8_softmax", "--split", "val", "--space", "raw", "--html", "--html-points", "50")
+    from interactive import build_figure
+    from run_files import drawn_rows, load_run
+
+    embeddings, labels, meta = load_run(str(runs), "vgg8_softmax")
+    figure = build_figure(embeddings, labels, meta, "val", max_points=1000, space="raw")
+    box = render.placed(embeddings[:, slice(*drawn_rows(meta, "val"))], "raw")[2]
+    assert figure["layout"]["scene"]["xaxis"]["range"] == [-box, box]
+    shown = figure["data"][1]  # class 0 at epoch 0, as it is
+    rows = np.array(shown["customdata"])
+    np.testing.assert_allclose(np.c_[shown["x"], shown["y"], shown["z"]], embeddings[0, rows], atol=5.1e-5)  # 4 decimals
+    assert (runs / "vgg8_softmax_Validation_Embeddings_raw.html").exists()
+
+
+def test_subcenter_runs_draw_every_sub_centre_and_their_outliers(tiny_mnist, tmp_path):
+    common = ["--data-dir", tiny_mnist, "--out-dir", tmp_path, "--train-points", "100", "--batch-size", "64"]
+    succeed(train.main, "--model", "vgg8_subcenter", "--epochs", "2", *common)
+    result = draw(tmp_path, "--model", "vgg8_subcenter", "--split", "train")
+    assert legend_of_last_drawing()[-2:] == ["dominant sub-centre", "other sub-centres"]
+    others = [len(render._worker_figure.subcenter_markers[0][c]._offsets3d[0]) for c in range(10)]
+    assert others == [2] * 10  # of 3 sub-centres a class, 2 drawn small
+    outliers = tmp_path / "vgg8_subcenter_outliers.png"
+    assert f"wrote {outliers}" in result.stdout or "no outliers" in result.stdout
+    assert not outliers.exists() or iio.imread(outliers).ndim == 3
+
+
+def test_outliers_are_the_points_beyond_the_threshold_farthest_first():
+    from gallery import subcenter_outliers
+
+    centres = [[[1, 0, 0], [0, 0, 1]], [[0, 1, 0], [0, 0, -1]]]  # class 0 dominant: x, class 1: y
+    angles = [0, 10, 50, 80, 5, 40]  # rows 0-3 class 0, about x in the x-y plane; 4-5 class 1, about y
+    embeddings = np.array([[np.cos(np.radians(a)), np.sin(np.radians(a)), 0] for a in angles[:4]]
+                          + [[np.sin(np.radians(a)), np.cos(np.radians(a)), 0] for a in angles[4:]])
+    meta = {"splits": {"train": [0, 6], "val": [6, 6]}, "outlier_deg": 33.0}
+    entry = {"subcenters": {"weights": centres, "dominant": [0, 0]}}
+    found = subcenter_outliers(embeddings, np.array([0, 0, 0, 0, 1, 1]), meta, entry)
+    assert {c: [(row, round(angle)) for row, angle in rows] for c, rows in found.items()} == \
+        {0: [(3, 80), (2, 50)], 1: [(5, 40)]}

@@ -29,8 +29,8 @@ def test_frames_show_the_points_and_keep_their_size():
     rng = np.random.default_rng(0)
     points, _ = on_unit_sphere(rng.normal(size=(300, 3)))
     labels = np.arange(300) % 3
-    empty = figure.render([(points, np.full(300, -1), None, None)], "no points")
-    full = figure.render([(points, labels, None, None)], "all points")
+    empty = figure.render([(points, np.full(300, -1), None, None, None)], "no points")
+    full = figure.render([(points, labels, None, None, None)], "all points")
     assert empty.shape == full.shape == (640, 640, 3) and full.dtype == np.uint8
     assert np.count_nonzero((empty != full).any(-1)) > 2000  # the points changed many pixels
     # the class colors appear: tab10 blue (31, 119, 180) is drawn only with the points
@@ -42,7 +42,7 @@ def test_parallel_rendering_draws_the_same_frames_as_one_process():
     rng = np.random.default_rng(1)
     frames, _ = on_unit_sphere(rng.normal(size=(3, 500, 3)))
     labels = np.arange(500) % 10
-    jobs = [([(points, labels, None, None)], f"epoch {k}", None) for k, points in enumerate(frames)]
+    jobs = [([(points, labels, None, None, None)], f"epoch {k}", None) for k, points in enumerate(frames)]
     options = {"class_names": [str(i) for i in range(10)], "point_size": 4}
     palette = gif_palette(10)
     alone = render_frames(jobs, options, palette, workers=1)
@@ -57,7 +57,7 @@ def test_rendering_in_this_process_closes_its_figure():
     import matplotlib.pyplot as plt
 
     open_before = plt.get_fignums()
-    jobs = [([(np.eye(3), np.arange(3), None, None)], "t", None)]
+    jobs = [([(np.eye(3), np.arange(3), None, None, None)], "t", None)]
     frames = render_frames(jobs, {"class_names": ["a", "b", "c"], "point_size": 8}, gif_palette(3), workers=1)
     assert len(frames) == 1 and plt.get_fignums() == open_before  # a caller that lives on does not gather them
 
@@ -75,7 +75,7 @@ def test_palette_keeps_every_class_color():
 
 
 def test_the_legend_has_a_class_weight_entry_only_when_asked():
-    panels = [(np.array([[1.0, 0, 0], [0, 1, 0]]), np.array([0, 1]), np.eye(2, 3), None)]
+    panels = [(np.array([[1.0, 0, 0], [0, 1, 0]]), np.array([0, 1]), np.eye(2, 3), None, None)]
     for show_weights, expected in ((False, ["a", "b"]), (True, ["a", "b", "class weight"])):
         figure = EmbeddingFigure(["a", "b"], 8, show_weights=show_weights)
         figure.render(panels, "t")
@@ -99,5 +99,5 @@ def test_unseen_classes_are_hollow_rings_named_unseen_and_have_no_class_weight()
     assert unseen.get_edgecolors()[0][:3] == pytest.approx(class_colors(3)[2][:3])
     points = np.array([[1.0, 0, 0], [0, 1, 0], [0, 0, 1]])
     weights = [[1.0, 0, 0], [0, 1.0, 0], None]  # the head has no row for the held-out class
-    image = figure.render([(points, np.array([0, 1, 2]), weights, None)], "t")
+    image = figure.render([(points, np.array([0, 1, 2]), weights, None, None)], "t")
     assert image.shape == (640, 640, 3) and len(figure.weight_markers[0][2].get_offsets()) == 0
