@@ -28,6 +28,11 @@ PANELS = [  # (title, y label, lines: (history key, or path of keys into an entr
 ]
 
 
+def run_color(index, n_runs):
+    """The index-th run's color: matplotlib's ten, or tab20's twenty for more runs (the twelve heads)."""
+    return f"C{index}" if n_runs <= 10 else plt.get_cmap("tab20")(index % 20)
+
+
 def has_metrics(meta):
     return all("ncm_accuracy" in entry for entry in meta["history"])
 
@@ -67,9 +72,9 @@ def plot_metrics(metas, path):
                 epochs, values = series(meta["history"], key)
                 if not np.isnan(values).all():
                     ax.plot(epochs, values, style, label=meta["model"] if style == "-" else None,
-                            color=f"C{index}", linewidth=1.5)
+                            color=run_color(index, len(metas)), linewidth=1.5)
             if lines[0][0] == "min_inter_class_deg" and meta.get("separation_bound_deg") is not None:
-                ax.axhline(meta["separation_bound_deg"], color=f"C{index}", linestyle="--", linewidth=1)
+                ax.axhline(meta["separation_bound_deg"], color=run_color(index, len(metas)), linestyle="--", linewidth=1)
         ax.set_title(title, fontsize=10)
         ax.set_ylabel(unit)
         ax.grid(alpha=0.3)
@@ -89,7 +94,7 @@ def plot_roc(named_curves, path):
             if group in curves:
                 far, tar = curves[group]
                 shown = far > 0  # the log axis has no 0
-                ax.plot(far[shown], tar[shown], style, color=f"C{index}", linewidth=1.5,
+                ax.plot(far[shown], tar[shown], style, color=run_color(index, len(named_curves)), linewidth=1.5,
                         label=f"{name}, {group} classes")
     ax.set_xscale("log")
     ax.set(xlabel="false accept rate (impostor pairs accepted)", ylabel="true accept rate (genuine pairs accepted)",

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the requirements, trains both models, draws both, and prints where the GIFs are.
 #   bash run_all.sh                    ArcFace and Softmax, as the seed repository
-#   bash run_all.sh --all              the whole margin family (or MODELS="vgg8_cosface vgg8_arcface")
+#   bash run_all.sh --all              the whole family of twelve heads, and the raw view of Softmax,
+#                                      ArcFace and MagFace (or MODELS="vgg8_cosface vgg8_arcface")
 #   bash run_all.sh --open-set         the whole family with classes 6-9 held out of training, in data/open_set
 # Other arguments go to train.py, e.g.: bash run_all.sh --epochs 20 --dataset fashion-mnist
 set -euo pipefail
@@ -11,12 +12,15 @@ step=""
 trap 'echo "run_all.sh: failed during: $step" >&2' ERR
 
 PYTHON=${PYTHON:-python}
-FAMILY=(vgg8_softmax vgg8_normface vgg8_sphereface vgg8_cosface vgg8_arcface vgg8_combined)
+FAMILY=(vgg8_softmax vgg8_normface vgg8_sphereface vgg8_cosface vgg8_arcface vgg8_combined
+        vgg8_adacos vgg8_subcenter vgg8_curricularface vgg8_elasticface vgg8_magface vgg8_adaface)
 read -r -a MODELS <<< "${MODELS:-vgg8_arcface vgg8_softmax}"
 OUT_DIR=data  # train.py's default; an --out-dir given to train.py is drawn from too
 OPEN_SET=()
+RAW_VIEW=()
 if [[ "${1:-}" == "--all" ]]; then
     MODELS=("${FAMILY[@]}")
+    RAW_VIEW=(vgg8_softmax vgg8_arcface vgg8_magface)
     shift
 elif [[ "${1:-}" == "--open-set" ]]; then
     MODELS=("${FAMILY[@]}")
@@ -41,7 +45,13 @@ for model in "${MODELS[@]}"; do
     "$PYTHON" train.py --model "$model" "${OPEN_SET[@]}" "$@"
 done
 
-if ((${#OPEN_SET[@]})); then  # first, so that the family's drawing below writes the comparison figures
+# these first, so that the family's drawing below writes the comparison figures
+if ((${#RAW_VIEW[@]})); then
+    step="drawing the raw view of ${RAW_VIEW[*]}"
+    echo "== $step"
+    "$PYTHON" visualization.py --compare "${RAW_VIEW[@]}" --space raw --split val --out-dir "$OUT_DIR"
+fi
+if ((${#OPEN_SET[@]})); then
     step="drawing the comparison of vgg8_arcface and vgg8_softmax"
     echo "== $step"
     "$PYTHON" visualization.py --compare vgg8_arcface vgg8_softmax --split val --out-dir "$OUT_DIR"
@@ -56,6 +66,9 @@ if ((${#OPEN_SET[@]})); then
     echo "the family's ROC curves and metrics: $OUT_DIR/comparison_roc.png, $OUT_DIR/comparison_metrics.png"
 fi
 
+if ((${#RAW_VIEW[@]})); then
+    echo "the norms before normalisation: $OUT_DIR/comparison_Validation_Embeddings_raw.gif"
+fi
 echo "GIFs:"
 for model in "${MODELS[@]}"; do
     echo "  $OUT_DIR/${model}_Training_Embeddings.gif"

@@ -214,9 +214,9 @@ def test_each_new_head_learns_the_digits(tiny_mnist, tmp_path, name):
 def test_resuming_a_head_with_state_or_draws_is_bit_identical(tiny_mnist, tmp_path, name):
     import numpy as np
 
-    whole_embeddings, _, whole = tiny_run(tiny_mnist, tmp_path / "whole", name, "--epochs", "3")
+    whole_embeddings, _, whole = tiny_run(tiny_mnist, tmp_path / "whole", name, "--epochs", "2")
     tiny_run(tiny_mnist, tmp_path / "parts", name, "--epochs", "1")
-    parts_embeddings, _, parts = tiny_run(tiny_mnist, tmp_path / "parts", name, "--epochs", "3", "--resume")
+    parts_embeddings, _, parts = tiny_run(tiny_mnist, tmp_path / "parts", name, "--epochs", "2", "--resume")
     np.testing.assert_array_equal(whole_embeddings, parts_embeddings)
     timeless = [{k: v for k, v in e.items() if k not in ("seconds", "train_seconds")} for e in whole["history"]]
     assert timeless == [{k: v for k, v in e.items() if k not in ("seconds", "train_seconds")} for e in parts["history"]]
