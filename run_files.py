@@ -18,6 +18,7 @@ M_last.pth is written just before the meta file and is what --resume trusts.
 
 import json
 import os
+import tempfile
 import warnings
 
 import numpy as np
@@ -105,8 +106,8 @@ def check_writable(out_dir):
     """Fails now, not after an hour of training, when results could not be saved."""
     try:
         os.makedirs(out_dir, exist_ok=True)
-        atomic_write(os.path.join(out_dir, ".write_test"), lambda f: f.write(b"ok"))
-        os.remove(os.path.join(out_dir, ".write_test"))
+        with tempfile.TemporaryFile(dir=out_dir):  # a name of its own: runs started together check side by side
+            pass
     except OSError as error:
         raise RunFileError(f"cannot write to output folder {out_dir}: {error.strerror or error}") from None
 

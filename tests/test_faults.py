@@ -12,6 +12,7 @@ import time
 import numpy as np
 import pytest
 
+import run_files
 import train
 import visualization
 from conftest import ROOT, call_main, write_idx, write_mnist_layout
@@ -415,3 +416,25 @@ def test_non_finite_and_zero_points_are_left_out_and_counted(run_copy):
     assert result.returncode == 0, result.stderr
     assert "warning: 7 of 600 points" in result.stderr
     assert (run_copy / "vgg8_arcface_Training_Embeddings.gif").exists()
+
+
+def check_when_all_ready(barrier, out_dir):
+    barrier.wait()
+    run_files.check_writable(out_dir)
+
+
+def test_runs_started_together_check_the_same_new_output_folder(tmp_path):
+    """A family trained side by side into one new folder: each run's check must leave the others' alone."""
+    import multiprocessing
+
+    fork = multiprocessing.get_context("fork")  # processes of their own, started without a new Python
+    for attempt in range(10):
+        out_dir = tmp_path / f"runs{attempt}"
+        barrier = fork.Barrier(4)
+        processes = [fork.Process(target=check_when_all_ready, args=(barrier, out_dir)) for _ in range(4)]
+        for p in processes:
+            p.start()
+        for p in processes:
+            p.join(timeout=30)
+        assert [p.exitcode for p in processes] == [0] * 4, f"attempt {attempt}"
+        assert os.listdir(out_dir) == []  # and nothing left behind
