@@ -74,7 +74,8 @@ def plot_metrics(metas, path):
                     ax.plot(epochs, values, style, label=meta["model"] if style == "-" else None,
                             color=run_color(index, len(metas)), linewidth=1.5)
             if lines[0][0] == "min_inter_class_deg" and meta.get("separation_bound_deg") is not None:
-                ax.axhline(meta["separation_bound_deg"], color=run_color(index, len(metas)), linestyle="--", linewidth=1)
+                ax.axhline(meta["separation_bound_deg"], color=run_color(index, len(metas)), linestyle="--",
+                           linewidth=1)
         ax.set_title(title, fontsize=10)
         ax.set_ylabel(unit)
         ax.grid(alpha=0.3)

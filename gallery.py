@@ -1,5 +1,7 @@
 """The images behind the points: the outliers that Sub-center ArcFace sets aside, as one PNG."""
 
+import textwrap
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -42,7 +44,8 @@ def plot_outliers(images, outliers, meta, title, path):
                 ax.set_title(f"{angle:.0f}°", fontsize=8)
         ax_row[0].set_ylabel(f"{meta['class_names'][c]}\n({len(found)})", fontsize=9, rotation=0, ha="right",
                              va="center")
-    fig.suptitle(title, fontsize=10)
+    width = fig.get_size_inches()[0]
+    fig.suptitle(textwrap.fill(title, int(width * 13)), fontsize=10)  # about 13 characters an inch at 10 points
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

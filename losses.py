@@ -252,9 +252,10 @@ class CurricularFace(CosineHead):
 class ElasticFace(CosineHead):
     """ElasticFace, ElasticArcFace (Boutros et al., 2022, "ElasticFace: Elastic Margin Loss for Deep
     Face Recognition", Eq. 6): s cos(theta_y + E(m, sigma)), each sample's margin drawn from
-    N(m, sigma) at every step (the paper's m = 0.5, sigma = 0.05), from torch's generator of the device, which the run seeds and its checkpoints keep, so
-    that runs and resumes repeat. Eval mode uses m itself. A draw is clipped at 0: a negative
-    margin would make the target easier than plain cosine."""
+    N(m, sigma) at every step (the paper's m = 0.5, sigma = 0.05), from torch's generator of the
+    device, which the run seeds and its checkpoints keep, so that runs and resumes repeat. Eval
+    mode uses m itself. A draw is clipped to [0, pi/2]: a negative margin would make the target
+    easier than plain cosine (the authors' code does not clip; at sigma = 0.05 no draw gets near)."""
 
     kind = "elastic"
 

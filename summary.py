@@ -86,7 +86,8 @@ def table(metas):
              "| head | " + " | ".join(heading for heading, *_ in COLUMNS) + " |",
              "|---" * (len(COLUMNS) + 1) + "|"]
     for model, runs in metas.items():
-        cells = [cell([value_at(meta["history"][-1], path) for meta in runs], *format_) for _, path, *format_ in COLUMNS]
+        cells = [cell([value_at(meta["history"][-1], path) for meta in runs], *format_)
+                 for _, path, *format_ in COLUMNS]
         lines.append(f"| `{model}` | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -246,7 +246,8 @@ def evaluate(model, images, labels, batch_size, precision):
         targets = labels[start:start + batch_size]
         with autocast(images.device, precision):
             batch_embeddings = model.embed(to_input(images[start:start + batch_size]))
-        losses.append(model.head.loss(model.head(batch_embeddings, targets), targets, batch_embeddings, reduction="none"))
+        logits = model.head(batch_embeddings, targets)
+        losses.append(model.head.loss(logits, targets, batch_embeddings, reduction="none"))
         correct.append(model.head(batch_embeddings).argmax(1) == targets)
         embeddings.append(batch_embeddings)
     model.train(was_training)

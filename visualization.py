@@ -153,7 +153,8 @@ def animate(args, runs, split, name):
                       "boxes": [run.box for run in runs] if args.space == "raw" else None,
                       "show_subcenters": any(run.has_subcenters for run in runs)}
     frames = render.render_frames(jobs, figure_options, palette, args.workers, f"{name} {render.SPLIT_TITLES[split]}")
-    path = os.path.join(args.out_dir, f"{name}_{render.SPLIT_TITLES[split]}_Embeddings{SUFFIX[args.space]}.{args.format}")
+    path = os.path.join(args.out_dir,
+                        f"{name}_{render.SPLIT_TITLES[split]}_Embeddings{SUFFIX[args.space]}.{args.format}")
     (render.write_gif if args.format == "gif" else render.write_mp4)(path, frames, palette, args.fps)
     written = [path]
     if args.keep_frames:
@@ -175,7 +176,8 @@ def write_pages(args, runs, splits):
     pages = [(run, split) for run in runs if run.dim == 3 for split in splits]
     written = []
     for run, split in tqdm(pages, desc="interactive pages", unit="page", leave=False):
-        path = os.path.join(args.out_dir, f"{run.model}_{render.SPLIT_TITLES[split]}_Embeddings{SUFFIX[args.space]}.html")
+        name = f"{run.model}_{render.SPLIT_TITLES[split]}_Embeddings{SUFFIX[args.space]}.html"
+        path = os.path.join(args.out_dir, name)
         size = write_html(path, run.embeddings, run.labels_of_rows, run.meta, split, args.html_points, space=args.space)
         print(f"{path}: {size / 1e6:.1f} MB")
         written.append(path)

@@ -67,7 +67,8 @@ def test_adacos_scale_is_capped_and_never_overflows():
 def test_subcenter_takes_the_best_of_each_class_then_the_margin():
     # class c's sub-centres: its weight and two others; class 0's second one lies at 0.4 rad
     extra = torch.tensor([[0.0, 0, -1.0], [math.cos(0.4), math.sin(0.4), 0.0]], dtype=torch.float64)
-    weights = torch.stack([torch.stack([w, extra[0], extra[1] if c == 0 else -extra[0]]) for c, w in enumerate(WEIGHTS)])
+    weights = torch.stack([torch.stack([w, extra[0], extra[1] if c == 0 else -extra[0]])
+                           for c, w in enumerate(WEIGHTS)])
     head = in_float64(SubCenterArcFace(3, 4, s=15.0, m2=0.5, subcenters=3), weights.reshape(12, 3))
     cos = [[max(row[3 * c:3 * c + 3]) for c in range(4)] for row in hand_cosines(points(), weights.reshape(12, 3))]
     expected = [[15 * (hand_target(math.acos(min(1.0, c)), 1.0, 0.5, 0.0) if j == y else c) for j, c in enumerate(row)]

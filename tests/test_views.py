@@ -176,7 +176,8 @@ def test_raw_view_files_and_page(runs):
     assert figure["layout"]["scene"]["xaxis"]["range"] == [-box, box]
     shown = figure["data"][1]  # class 0 at epoch 0, as it is
     rows = np.array(shown["customdata"])
-    np.testing.assert_allclose(np.c_[shown["x"], shown["y"], shown["z"]], embeddings[0, rows], atol=5.1e-5)  # 4 decimals
+    xyz = np.c_[shown["x"], shown["y"], shown["z"]]
+    np.testing.assert_allclose(xyz, embeddings[0, rows], atol=5.1e-5)  # the page keeps 4 decimals
     assert (runs / "vgg8_softmax_Validation_Embeddings_raw.html").exists()
 
 
