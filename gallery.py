@@ -30,7 +30,7 @@ def subcenter_outliers(embeddings, labels, meta, entry):
 
 def plot_outliers(images, outliers, meta, title, path):
     """One row per class that has outliers, its images farthest first, each captioned with its angle."""
-    columns = min(MAX_PER_CLASS, max(len(found) for found in outliers.values()))
+    columns = min(MAX_PER_CLASS, max(6, *(len(found) for found in outliers.values())))  # 6: room for the title
     fig, axes = plt.subplots(len(outliers), columns, figsize=(1.1 * columns + 1.2, 1.25 * len(outliers) + 0.6),
                              dpi=100, squeeze=False)
     for ax_row, (c, found) in zip(axes, outliers.items()):
