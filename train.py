@@ -11,6 +11,7 @@ import shlex
 import signal
 import sys
 import time
+from argparse import ArgumentTypeError
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,10 +23,10 @@ import run_files
 from cli import ArgumentParser, finite_float, non_negative_int, positive, seed_int
 from datasets import DATASET_NAMES, DatasetError, balanced_sample, load_dataset
 from metrics import class_means, dominant_subcenters, geometry, outlier_threshold_deg, separation_bound_deg, unit
-from models import MODEL_NAMES, build_model, to_input
+from models import MODEL_NAMES, build_model, head_config, to_input
 from verification import epoch_metrics
 
-NUM_CLASSES = 10  # every dataset here: digits, clothes, hiragana
+BUILTIN_CLASSES = 10  # the built-in datasets: digits, clothes, hiragana; an image folder has its own
 DIVERGENCE_CHECK_STEPS = 50  # training steps between two looks at the loss; each look waits for the device
 
 
@@ -46,11 +47,14 @@ def parse_args(argv=None):
                    help="seeds weights, shuffling, dropout, the saved points and the mnist-sample split")
     p.add_argument("--dataset", default="mnist", choices=DATASET_NAMES,
                    help="mnist falls back to mnist-sample (5,000 digits) when offline and not in --data-dir")
-    p.add_argument("--data-dir", default="data", help="datasets live in DATA_DIR/MNIST/raw/ and alike")
+    p.add_argument("--data-dir", default="data",
+                   help="datasets live in DATA_DIR/MNIST/raw/ and alike; for imagefolder, the folder of class folders")
     p.add_argument("--out-dir", default="data", help="where embeddings, meta and checkpoints are written")
     p.add_argument("--train-points", type=non_negative_int, default=10000,
                    help="class-balanced training images whose embeddings are saved each epoch (0: all)")
     p.add_argument("--embedding-dim", type=positive(int), default=3, help="size of the embedding")
+    p.add_argument("--image-size", type=image_size, default=28,
+                   help="side of the square images of --dataset imagefolder: 28, or a multiple of 8 from 16 to 64")
     p.add_argument("--unseen-classes", type=non_negative_int, nargs="+", default=[], metavar="CLASS",
                    help="classes held out of training (dataset indices, e.g. 6 7 8 9), embedded every epoch "
                         "to measure verification on classes never seen; default: none")
@@ -62,17 +66,37 @@ def parse_args(argv=None):
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out-dir from its last completed epoch (--epochs may be raised)")
     args = p.parse_args(argv)
-    unseen = args.unseen_classes
-    if unseen:
-        if max(unseen) >= NUM_CLASSES:
-            p.error(f"--unseen-classes {max(unseen)}: the datasets have classes 0-{NUM_CLASSES - 1}")
-        if len(set(unseen)) < len(unseen):
-            p.error(f"--unseen-classes {' '.join(map(str, unseen))}: a class is named twice")
-        if not 2 <= len(unseen) <= NUM_CLASSES - 2:
-            p.error(f"--unseen-classes: hold out from 2 to {NUM_CLASSES - 2} classes, so that at least 2 are "
-                    f"seen and 2 unseen; got {len(unseen)}")
-    args.unseen_classes = sorted(unseen)
+    if args.image_size != 28 and args.dataset != "imagefolder":
+        p.error(f"--image-size {args.image_size}: {args.dataset}'s images are 28x28; "
+                "the size is for --dataset imagefolder")
+    if args.dataset != "imagefolder":  # an image folder's classes are known once it is read (set_up)
+        try:
+            check_unseen(args.unseen_classes, BUILTIN_CLASSES)
+        except ValueError as error:
+            p.error(str(error))
+    args.unseen_classes = sorted(args.unseen_classes)
     return args
+
+
+def image_size(text):
+    """--image-size: 28, as the digits, or a multiple of 8 from 16 to 64 (three poolings halve it)."""
+    size = int(text) if text.isdigit() else None
+    if size != 28 and (size is None or size % 8 or not 16 <= size <= 64):
+        raise ArgumentTypeError(f"{text!r} is not 28 or a multiple of 8 from 16 to 64")
+    return size
+
+
+def check_unseen(unseen, num_classes):
+    """--unseen-classes against the dataset's classes: known, not repeated, 2 seen and 2 unseen at least."""
+    if not unseen:
+        return
+    if max(unseen) >= num_classes:
+        raise ValueError(f"--unseen-classes {max(unseen)}: the dataset has classes 0-{num_classes - 1}")
+    if len(set(unseen)) < len(unseen):
+        raise ValueError(f"--unseen-classes {' '.join(map(str, unseen))}: a class is named twice")
+    if not 2 <= len(unseen) <= num_classes - 2:
+        raise ValueError(f"--unseen-classes: hold out from 2 to {num_classes - 2} classes, so that at least 2 "
+                         f"are seen and 2 unseen; got {len(unseen)}")
 
 
 # ---------------------------------------------------------------- device and precision
@@ -181,10 +205,10 @@ def saved_points(data, train_points, seed, unseen_classes=()):
     return images, labels, splits
 
 
-def head_rows(unseen_classes):
+def head_rows(unseen_classes, num_classes=BUILTIN_CLASSES):
     """Dataset label -> the head's row for that class: the seen classes in order, -1 for the unseen."""
-    rows = torch.full((NUM_CLASSES,), -1, dtype=torch.long)
-    seen = [c for c in range(NUM_CLASSES) if c not in unseen_classes]
+    rows = torch.full((num_classes,), -1, dtype=torch.long)
+    seen = [c for c in range(num_classes) if c not in unseen_classes]
     rows[seen] = torch.arange(len(seen))
     return rows
 
@@ -329,19 +353,22 @@ def set_up(args):
         precision = choose_precision(args.precision, *hardware(device))
     except PrecisionError as error:
         raise SystemExit(f"error: {error}")
-    torch.manual_seed(args.seed)
-    rows = head_rows(args.unseen_classes)
+    head_options = {"scale": args.scale, "margin": args.margin, "m1": args.m1, "m2": args.m2, "m3": args.m3,
+                    "subcenters": args.subcenters}
     try:
-        model = build_model(args.model, args.embedding_dim, int((rows >= 0).sum()), scale=args.scale,
-                            margin=args.margin, m1=args.m1, m2=args.m2, m3=args.m3, subcenters=args.subcenters)
-    except ValueError as error:
+        head_config(args.model, **head_options)  # refused before the data is read, which can take long
+        run_files.check_writable(args.out_dir)
+        data = load_dataset(args.dataset, args.data_dir, args.seed, warn=lambda line: print(line, file=sys.stderr),
+                            image_size=args.image_size)
+        check_unseen(args.unseen_classes, len(data.class_names))
+        rows = head_rows(args.unseen_classes, len(data.class_names))
+        torch.manual_seed(args.seed)
+        model = build_model(args.model, args.embedding_dim, int((rows >= 0).sum()),
+                            in_channels=1 if data.train_images.dim() == 3 else 3,
+                            image_size=data.train_images.shape[1], **head_options)
+    except (ValueError, DatasetError, run_files.RunFileError) as error:
         raise SystemExit(f"error: {error}")
     model = model.to(device, memory_format=torch.channels_last)
-    try:
-        run_files.check_writable(args.out_dir)
-        data = load_dataset(args.dataset, args.data_dir, args.seed, warn=lambda line: print(line, file=sys.stderr))
-    except (DatasetError, run_files.RunFileError) as error:
-        raise SystemExit(f"error: {error}")
     points_images, points_labels, splits = saved_points(data, args.train_points, args.seed, args.unseen_classes)
     train_images, train_labels = data.train_images, data.train_labels
     if args.unseen_classes:  # nothing of them reaches training
@@ -357,7 +384,7 @@ def set_up(args):
     if model.head.subcenters > 1:
         meta["outlier_deg"] = outlier_threshold_deg(model.head.num_classes, args.embedding_dim)
     if args.unseen_classes:
-        meta["seen_classes"] = [c for c in range(NUM_CLASSES) if rows[c] >= 0]
+        meta["seen_classes"] = [c for c in range(len(rows)) if rows[c] >= 0]
         meta["unseen_classes"] = args.unseen_classes
     return Training(
         args=args, device=device, precision=precision, model=model, optimizer=make_optimizer(model, args.lr),
@@ -368,7 +395,8 @@ def set_up(args):
         embeddings=np.zeros((args.epochs + 1, len(points_labels), args.embedding_dim), np.float32), meta=meta)
 
 
-RESUME_MUST_MATCH = ("model", "seed", "batch_size", "lr", "train_points", "embedding_dim", "unseen_classes")
+RESUME_MUST_MATCH = ("model", "seed", "batch_size", "lr", "train_points", "embedding_dim", "unseen_classes",
+                     "image_size")
 RESUME_KEYS = ("model_state", "head", "options", "epoch", "optimizer_state", "scaler_state", "rng_states",
                "history", "best_val_loss", "dataset", "precision")
 
@@ -392,7 +420,7 @@ def restore(training):
             training.meta["precision"] = training.precision
         except PrecisionError:
             pass  # refused below, the difference named
-    saved = state["options"]
+    saved = {"image_size": 28, **state["options"]}  # runs made before --image-size existed were 28x28
     differences = [f"--{key.replace('_', '-')} {describe(saved.get(key))} (now {describe(getattr(args, key))})"
                    for key in RESUME_MUST_MATCH if saved.get(key) != getattr(args, key)]
     for name, then, now in (("dataset", state["dataset"], training.meta["dataset"]),
@@ -502,6 +530,7 @@ def checkpoint(training, entry):
     model = training.model
     return {"model_state": on_cpu(model.state_dict()), "model": training.args.model, "head": model.head.config(),
             "embedding_dim": training.args.embedding_dim, "num_classes": model.head.num_classes,
+            "in_channels": model.features[0][0].in_channels, "image_size": training.args.image_size,
             "options": vars(training.args), "epoch": entry["epoch"], "val_loss": entry["val_loss"]}
 
 

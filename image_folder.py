@@ -1,0 +1,147 @@
+"""Any labelled image folder, in torchvision's ImageFolder layout, as in-memory uint8 tensors:
+
+    PATH/<class>/<image>                  split 80/20 per class, seeded
+    PATH/train/<class>/<image>, PATH/val/<class>/<image>     split as given
+
+Images are decoded in parallel threads (Pillow lets go of the GIL while it decodes and resizes),
+resized to image_size x image_size, and kept as one uint8 file beside the data, which the next
+run reads at once; the file records every image's path, size and modification time, and a change
+to any of them makes it stale. Grey images give 1 channel; if any image has colour, all have 3.
+"""
+
+import hashlib
+import os
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+from tqdm import tqdm
+
+MIN_CLASSES, MAX_CLASSES = 2, 100
+VAL_FRACTION = 0.2  # of each class, when the folder has no train/ and val/
+CACHE_FILE = ".vgg8-cache-{size}px.npz"  # beside the data, one per image size
+
+
+class ImageFolderError(Exception):
+    """A folder that cannot be read as labelled images; the message says what to change."""
+
+
+def load_image_folder(root, image_size, seed, warn=print, workers=None):
+    """(train images, train labels, val images, val labels, class names, how it was split) as numpy
+    arrays: images (N, S, S) uint8 for grey folders, (N, S, S, 3) for colour ones."""
+    splits = {"train": os.path.join(root, "train"), "val": os.path.join(root, "val")}
+    given = all(os.path.isdir(path) for path in splits.values())
+    class_names = class_folders(splits["train"] if given else root)
+    if given and class_folders(splits["val"]) != class_names:
+        raise ImageFolderError(f"{splits['val']} and {splits['train']} must hold the same class folders")
+    files = [(split, path, label) for split, folder in (splits.items() if given else [("all", root)])
+             for label, name in enumerate(class_names) for path in image_files(os.path.join(folder, name))]
+    images, keep = cached_or_decoded(root, [path for _, path, _ in files], image_size, warn, workers)
+    skipped = [path for (_, path, _), ok in zip(files, keep) if not ok]
+    if skipped:  # stray files (notes, thumbnails) are common in real folders: one warning, not a refusal
+        warn(f"warning: skipped {len(skipped):,} file(s) that are not images, e.g. {skipped[0]}")
+    files, images = [file for file, ok in zip(files, keep) if ok], images[keep]
+    labels = np.array([label for _, _, label in files], np.int64)
+    empty = [name for label, name in enumerate(class_names) if not (labels == label).any()]
+    if empty:
+        raise ImageFolderError(f"class folder {os.path.join(root, empty[0])} holds no image")
+    if given:
+        train = np.array([split == "train" for split, _, _ in files])
+        how = "its train/ and val/ folders"
+    else:
+        train = stratified_train_mask(labels, seed)
+        how = f"a class-stratified {1 - VAL_FRACTION:.0%}/{VAL_FRACTION:.0%} split seeded with {seed}"
+    return images[train], labels[train], images[~train], labels[~train], class_names, how
+
+
+def class_folders(folder):
+    """The sorted names of the sub-folders of folder: one per class."""
+    try:
+        names = sorted(entry.name for entry in os.scandir(folder) if entry.is_dir() and not entry.name.startswith("."))
+    except OSError as error:
+        raise ImageFolderError(f"cannot read {folder} ({error.strerror or error})") from None
+    if len(names) < MIN_CLASSES:
+        raise ImageFolderError(f"{folder} holds {len(names)} class folder(s); it needs at least {MIN_CLASSES}, "
+                               "one per class, each holding that class's images")
+    if len(names) > MAX_CLASSES:
+        raise ImageFolderError(f"{folder} holds {len(names)} class folders; at most {MAX_CLASSES} are drawn")
+    return names
+
+
+def image_files(folder):
+    """Every visible file under folder, sorted."""
+    try:
+        return sorted(os.path.join(base, name) for base, dirs, names in os.walk(folder, onerror=raise_error)
+                      for name in names if not name.startswith("."))
+    except OSError as error:
+        raise ImageFolderError(f"cannot read {folder} ({error.strerror or error})") from None
+
+
+def raise_error(error):
+    raise error
+
+
+def stratified_train_mask(labels, seed):
+    """True for the training rows: a seeded VAL_FRACTION of each class goes to validation (at least
+    one image of a class of two or more)."""
+    rng = np.random.default_rng(seed)
+    train = np.ones(len(labels), bool)
+    for c in np.unique(labels):
+        rows = rng.permutation(np.flatnonzero(labels == c))
+        n_val = max(round(VAL_FRACTION * len(rows)), 1) if len(rows) > 1 else 0
+        train[rows[:n_val]] = False
+    return train
+
+
+def fingerprint(paths, image_size):
+    """Changes when any image is added, removed, renamed, rewritten or touched, or the size changes."""
+    digest = hashlib.sha256(f"{image_size}\n".encode())
+    for path in paths:
+        status = os.stat(path)
+        digest.update(f"{path}\t{status.st_size}\t{status.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def cached_or_decoded(root, paths, image_size, warn, workers):
+    """(images, mask of the paths that are images): from the cache when it is current, else decoded."""
+    cache = os.path.join(root, CACHE_FILE.format(size=image_size))
+    key = fingerprint(paths, image_size)
+    try:
+        with np.load(cache, allow_pickle=False) as saved:
+            if str(saved["key"]) == key:
+                return saved["images"], saved["keep"]
+    except (OSError, KeyError, ValueError):  # none yet, or unreadable: decode again
+        pass
+    images, keep = decode_all(paths, image_size, workers)
+    try:
+        tmp = f"{cache}.tmp{os.getpid()}.npz"
+        np.savez(tmp, images=images, keep=keep, key=np.array(key))
+        os.replace(tmp, cache)
+    except OSError as error:
+        warn(f"warning: cannot keep the decoded images in {cache} ({error.strerror or error}); "
+             "the next run decodes them again")
+    return images, keep
+
+
+def decode_all(paths, image_size, workers=None):
+    """(N, S, S) uint8 if every image is grey, else (N, S, S, 3); and the mask of the paths decoded."""
+    rgb = np.zeros((len(paths), image_size, image_size, 3), np.uint8)
+    keep = np.zeros(len(paths), bool)
+    with ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:
+        decoded = pool.map(lambda path: decode(path, image_size), paths, chunksize=64)
+        for row, image in enumerate(tqdm(decoded, total=len(paths), desc="decoding images", unit="image",
+                                         leave=False, disable=len(paths) < 1000, file=sys.stderr)):
+            if image is not None:
+                rgb[row], keep[row] = image, True
+    grey = (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all()
+    return (np.ascontiguousarray(rgb[..., 0]) if grey else rgb), keep
+
+
+def decode(path, image_size):
+    """One image as (S, S, 3) uint8, or None when the file is not an image."""
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB").resize((image_size, image_size), Image.Resampling.BILINEAR))
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+        return None
