@@ -1,4 +1,5 @@
-"""The images behind the points: the outliers that Sub-center ArcFace sets aside, as one PNG."""
+"""The images behind the points, as PNGs: the validation images that sit in another class's cap
+(misfits), and the outliers that Sub-center ArcFace sets aside."""
 
 import textwrap
 
@@ -8,9 +9,44 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from metrics import dominant_subcenters  # noqa: E402
+from metrics import angle_deg, class_means, dominant_subcenters, unit  # noqa: E402
 
 MAX_PER_CLASS = 12  # images shown of a class's outliers, farthest first
+MISFIT_COLUMNS, MAX_MISFITS = 8, 48  # a page of them
+
+
+def misfits(embeddings, labels, meta):
+    """[(row, true class, predicted class, angle to its own class's mean in degrees)], farthest first:
+    the validation images of the trained classes whose nearest class mean, by cosine, is another
+    class's. The means are those of the saved training points, the same rule for every head."""
+    train, val = (slice(*meta["splits"][split]) for split in ("train", "val"))
+    means = class_means(embeddings[train], labels[train], len(meta["class_names"]))  # NaN: a class held out
+    directions = unit(embeddings[val])
+    similarity = np.where(np.isnan(means).any(1), -np.inf, directions @ np.nan_to_num(means).T)
+    predicted, true = similarity.argmax(1), labels[val]
+    angles = angle_deg(directions, means[true])
+    wrong = np.flatnonzero(predicted != true)
+    wrong = wrong[np.argsort(-angles[wrong], kind="stable")]
+    return [(val.start + int(r), int(true[r]), int(predicted[r]), float(angles[r])) for r in wrong]
+
+
+def plot_misfits(images, found, meta, title, path):
+    """Up to MAX_MISFITS images in rows of MISFIT_COLUMNS, each captioned "true -> predicted"."""
+    shown = found[:MAX_MISFITS]
+    rows = -(-len(shown) // MISFIT_COLUMNS)
+    fig, axes = plt.subplots(rows, MISFIT_COLUMNS, figsize=(1.25 * MISFIT_COLUMNS, 1.45 * rows + 0.7), dpi=100,
+                             squeeze=False)
+    names = [str(name)[:12] for name in meta["class_names"]]
+    for index, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if index < len(shown):
+            row, true, predicted, angle = shown[index]
+            ax.imshow(images[row], cmap="gray" if images[row].ndim == 2 else None, vmin=0, vmax=255)
+            ax.set_title(f"{names[true]} → {names[predicted]}\n{angle:.0f}° from its mean", fontsize=7)
+    fig.suptitle(textwrap.fill(title, MISFIT_COLUMNS * 16), fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
 
 
 def subcenter_outliers(embeddings, labels, meta, entry):

@@ -3,16 +3,17 @@
     PATH/<class>/<image>                  split 80/20 per class, seeded
     PATH/train/<class>/<image>, PATH/val/<class>/<image>     split as given
 
-Images are decoded in parallel threads (Pillow lets go of the GIL while it decodes and resizes),
-resized to image_size x image_size, and kept as one uint8 file beside the data, which the next
+Images are decoded in parallel worker processes, resized to image_size x image_size, and kept as one uint8 file beside the data, which the next
 run reads at once; the file records every image's path, size and modification time, and a change
 to any of them makes it stale. Grey images give 1 channel; if any image has colour, all have 3.
 """
 
+import contextlib
 import hashlib
+import multiprocessing
 import os
 import sys
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -21,6 +22,7 @@ from tqdm import tqdm
 MIN_CLASSES, MAX_CLASSES = 2, 100
 VAL_FRACTION = 0.2  # of each class, when the folder has no train/ and val/
 CACHE_FILE = ".vgg8-cache-{size}px.npz"  # beside the data, one per image size
+CHUNK = 512  # images a worker decodes at a time
 
 
 class ImageFolderError(Exception):
@@ -125,17 +127,38 @@ def cached_or_decoded(root, paths, image_size, warn, workers):
 
 
 def decode_all(paths, image_size, workers=None):
-    """(N, S, S) uint8 if every image is grey, else (N, S, S, 3); and the mask of the paths decoded."""
+    """(N, S, S) uint8 if every image is grey, else (N, S, S, 3); and the mask of the paths decoded.
+    Chunks of paths are decoded in worker processes: small images cost more in Python than in the
+    decoder, so threads would wait on each other."""
+    chunks = [paths[start:start + CHUNK] for start in range(0, len(paths), CHUNK)]
+    workers = min(workers or os.cpu_count() or 1, len(chunks))
     rgb = np.zeros((len(paths), image_size, image_size, 3), np.uint8)
     keep = np.zeros(len(paths), bool)
-    with ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:
-        decoded = pool.map(lambda path: decode(path, image_size), paths, chunksize=64)
-        for row, image in enumerate(tqdm(decoded, total=len(paths), desc="decoding images", unit="image",
-                                         leave=False, disable=len(paths) < 1000, file=sys.stderr)):
-            if image is not None:
-                rgb[row], keep[row] = image, True
+    with contextlib.ExitStack() as stack:
+        if workers > 1:
+            pool = stack.enter_context(ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(
+                "fork" if sys.platform == "linux" else "spawn")))
+            decoded = pool.map(decode_chunk, chunks, [image_size] * len(chunks))
+        else:
+            decoded = (decode_chunk(chunk, image_size) for chunk in chunks)
+        progress = stack.enter_context(tqdm(total=len(paths), desc="decoding images", unit="image", leave=False,
+                                            disable=len(paths) < 1000, file=sys.stderr))
+        for index, (images, ok) in enumerate(decoded):
+            rgb[index * CHUNK:index * CHUNK + len(ok)], keep[index * CHUNK:index * CHUNK + len(ok)] = images, ok
+            progress.update(len(ok))
     grey = (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all()
     return (np.ascontiguousarray(rgb[..., 0]) if grey else rgb), keep
+
+
+def decode_chunk(paths, image_size):
+    """(len(paths), S, S, 3) uint8 images, zeros where a file is not an image, and the mask of those that are."""
+    images = np.zeros((len(paths), image_size, image_size, 3), np.uint8)
+    ok = np.zeros(len(paths), bool)
+    for row, path in enumerate(paths):
+        image = decode(path, image_size)
+        if image is not None:
+            images[row], ok[row] = image, True
+    return images, ok
 
 
 def decode(path, image_size):

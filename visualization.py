@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 import render
 import run_files
-from cli import ArgumentParser, finite_float, positive
+from cli import ArgumentParser, finite_float, non_negative_int, positive
 from curves import has_metrics, plot_metrics, plot_roc
 from verification import roc_curves
 
@@ -52,6 +52,8 @@ def parse_args(argv=None):
     p.add_argument("--workers", type=positive(int), default=min(os.cpu_count() or 1, 4),
                    help="processes rendering frames in parallel; 1: all in this process")
     p.add_argument("--keep-frames", action="store_true", help="also write every frame as a PNG")
+    p.add_argument("--epoch", type=non_negative_int,
+                   help="the epoch of the images pictures (M_misfits.png, M_outliers.png); default: the last")
     p.add_argument("--allow-pickle", action="store_true",
                    help="read the seed repository's pickled .npy layout (only for files you trust)")
     args = p.parse_args(argv)
@@ -184,32 +186,40 @@ def write_pages(args, runs, splits):
     return written
 
 
-def draw_outliers(args, runs):
-    """M_outliers.png of each Sub-center ArcFace run: its last epoch's outliers, the images themselves."""
-    from gallery import plot_outliers, subcenter_outliers
+def draw_images(args, runs):
+    """The pictures of the images behind the points, at --epoch or the last: M_misfits.png of every
+    run, and M_outliers.png of each Sub-center ArcFace run."""
+    from gallery import misfits, plot_misfits, plot_outliers, subcenter_outliers
 
     written = []
     for run in runs:
-        if "subcenters" not in run.history[-1]:
-            continue
+        frame = len(run.history) - 1 if args.epoch is None else args.epoch
         try:
             images = run_files.load_images(args.out_dir, run.model, len(run.labels_of_rows))
         except run_files.RunFileError as error:
             raise SystemExit(f"error: {error}")
         if images is None:
-            print(f"warning: {run.model}'s run has no images file; train it again to see its outliers", file=sys.stderr)
+            print(f"warning: {run.model}'s run has no images file; train it again to see its images", file=sys.stderr)
             continue
-        entry = run.history[-1]
-        outliers = subcenter_outliers(run.embeddings[-1], run.labels_of_rows, run.meta, entry)
-        if not outliers:
-            print(f"{run.model}: no outliers at epoch {entry['epoch']}")
-            continue
-        count = sum(len(found) for found in outliers.values())
-        path = os.path.join(args.out_dir, f"{run.model}_outliers.png")
-        plot_outliers(images, outliers, run.meta, f"{run.model}, epoch {entry['epoch']}: {count} of the saved "
-                      f"training images lie farther than {run.meta['outlier_deg']:.0f}° from their class's dominant "
-                      "sub-centre (farthest first)", path)
-        written.append(path)
+        embeddings, entry = run.embeddings[frame], run.history[frame]
+        found = misfits(embeddings, run.labels_of_rows, run.meta)
+        if found:
+            path = os.path.join(args.out_dir, f"{run.model}_misfits.png")
+            plot_misfits(images, found, run.meta, f"{run.model}, epoch {entry['epoch']}: {len(found)} validation "
+                         "images nearer another class's mean than their own (true → nearest), farthest from their "
+                         "own first" + (f"; the first {len(found[:48])}" if len(found) > 48 else ""), path)
+            written.append(path)
+        if "subcenters" in entry:
+            outliers = subcenter_outliers(embeddings, run.labels_of_rows, run.meta, entry)
+            if not outliers:
+                print(f"{run.model}: no outliers at epoch {entry['epoch']}")
+                continue
+            count = sum(len(found) for found in outliers.values())
+            path = os.path.join(args.out_dir, f"{run.model}_outliers.png")
+            plot_outliers(images, outliers, run.meta, f"{run.model}, epoch {entry['epoch']}: {count} of the saved "
+                          f"training images lie farther than {run.meta['outlier_deg']:.0f}° from their class's "
+                          "dominant sub-centre (farthest first)", path)
+            written.append(path)
     return written
 
 
@@ -221,6 +231,9 @@ def main(argv=None):
         raise SystemExit("error: the runs to compare were made on datasets with different classes")
     if args.compare and len({run.dim for run in runs}) > 1:
         raise SystemExit("error: the runs to compare have embeddings of different sizes")
+    for run in runs:
+        if args.epoch is not None and args.epoch >= len(run.history):
+            raise SystemExit(f"error: --epoch {args.epoch}: {run.model} has epochs 0-{len(run.history) - 1}")
     splits = ("train", "val") if args.split == "both" else (args.split,)
     written = []
     for split in splits:
@@ -244,7 +257,7 @@ def main(argv=None):
         plot_roc([(run.model, roc_curves(run.embeddings[-1], run.labels_of_rows, run.meta["splits"]))
                   for run in with_verification], path)
         written.append(path)
-    written += draw_outliers(args, runs)
+    written += draw_images(args, runs)
     for path in written:
         print(f"wrote {path}")
     return 0

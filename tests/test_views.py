@@ -205,3 +205,33 @@ def test_outliers_are_the_points_beyond_the_threshold_farthest_first():
     found = subcenter_outliers(embeddings, np.array([0, 0, 0, 0, 1, 1]), meta, entry)
     assert {c: [(row, round(angle)) for row, angle in rows] for c, rows in found.items()} == \
         {0: [(3, 80), (2, 50)], 1: [(5, 40)]}
+
+
+def test_misfits_are_the_validation_points_nearer_another_class_mean_farthest_first():
+    from gallery import misfits
+
+    def at(degrees):  # a point in the x-y plane
+        return [np.cos(np.radians(degrees)), np.sin(np.radians(degrees)), 0.0]
+
+    train = [at(0), at(0), at(90), at(90)]          # class 0's mean: 0 degrees, class 1's: 90
+    val = [at(10), at(80), at(60), at(30), at(50)]  # true classes 0, 0, 0, 1, 1
+    meta = {"splits": {"train": [0, 4], "val": [4, 9]}, "class_names": ["a", "b", "held out"]}
+    labels = np.array([0, 0, 1, 1, 0, 0, 0, 1, 1])
+    found = misfits(np.array(train + val), labels, meta)
+    # rows 5 (80 degrees from class 0's mean) and 6 (60), and row 7 (class 1, 60 from its mean)
+    assert [(row, true, predicted, round(angle)) for row, true, predicted, angle in found] == \
+        [(5, 0, 1, 80), (6, 0, 1, 60), (7, 1, 0, 60)]
+
+
+def test_misfits_agree_with_the_runs_nearest_class_mean_accuracy(runs):
+    from gallery import misfits
+    from run_files import load_run
+
+    embeddings, labels, meta = load_run(str(runs), "vgg8_arcface")
+    n_val = meta["splits"]["val"][1] - meta["splits"]["val"][0]
+    found = misfits(embeddings[-1], labels, meta)
+    assert len(found) == round((1 - meta["history"][-1]["ncm_accuracy"]) * n_val) > 0
+    result = draw(runs, "--model", "vgg8_arcface", "--split", "val", "--epoch", "1")
+    assert f"wrote {runs / 'vgg8_arcface_misfits.png'}" in result.stdout
+    bad = call_main(visualization.main, "--model", "vgg8_arcface", "--out-dir", runs, "--epoch", "9")
+    assert bad.returncode == 1 and "--epoch 9: vgg8_arcface has epochs 0-2" in bad.stderr
