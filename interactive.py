@@ -7,10 +7,14 @@ and shows classes. plotly.js is embedded, so the page works offline.
     interactive.write_html("data/vgg8_arcface_Validation_Embeddings.html", embeddings, labels, meta, "val")
 """
 
+import base64
 import html
+import io
+import json
 
 import numpy as np
 from matplotlib.colors import to_hex
+from PIL import Image
 
 import run_files
 from render import SPLIT_TITLES, class_colors, on_unit_sphere, placed
@@ -71,8 +75,7 @@ def build_figure(embeddings, labels, meta, split, max_points=2000, seed=0, space
         raise ValueError(f"{len(embeddings)} frames but a history of {len(history)} epochs")
     class_names = [str(name) for name in meta["class_names"]]
     colors = [to_hex(color) for color in class_colors(len(class_names))]
-    start, stop = run_files.drawn_rows(meta, split)
-    rows = start + balanced_rows(labels[start:stop], max_points, seed)  # the same rows in every frame
+    rows = page_rows(labels, meta, split, max_points, seed)
     points, valid, box = placed(embeddings[:, rows], space)  # (frames, rows, 3), (frames, rows), half-width
     edge = box / 1.05 if space == "raw" else 1.0  # where a raw view draws the weights' directions
     row_labels = labels[rows]
@@ -166,13 +169,58 @@ def build_figure(embeddings, labels, meta, split, max_points=2000, seed=0, space
     return {"data": data, "layout": layout, "frames": frames}
 
 
-def write_html(path, embeddings, labels, meta, split, max_points=2000, seed=0, space="sphere"):
-    """Writes the page of build_figure(...) to path, plotly.js included; returns its size in bytes."""
+def page_rows(labels, meta, split, max_points, seed):
+    """The rows of the run that the page draws: a class-balanced sample of the split, the same in every frame."""
+    start, stop = run_files.drawn_rows(meta, split)
+    return start + balanced_rows(labels[start:stop], max_points, seed)
+
+
+def thumbnail_uri(image):
+    """A uint8 image (H, W) or (H, W, 3) as a PNG data URI, as the page shows it on hover."""
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG", optimize=True)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+# On hover, the point's image, enlarged, beside its class and sample index (plotly's own hover box
+# shows text only). THUMBS maps a row of the run to its image.
+HOVER_SCRIPT = """
+const THUMBS = %s;
+const plot = document.getElementById('{plot_id}');
+const box = document.createElement('div');
+box.id = 'hovered-image';
+box.style.cssText = 'position:fixed;left:12px;top:60px;display:none;background:white;border:1px solid #999;'
+    + 'padding:6px;font:13px sans-serif;z-index:10;text-align:center';
+const img = document.createElement('img');
+img.width = img.height = %d;
+img.style.imageRendering = 'pixelated';
+const caption = document.createElement('div');
+box.append(img, caption);
+document.body.append(box);
+plot.on('plotly_hover', event => {
+    const point = event.points[0];
+    if (!(point.customdata in THUMBS)) return;
+    img.src = THUMBS[point.customdata];
+    caption.textContent = point.data.name + ', sample ' + point.customdata;
+    box.style.display = 'block';
+});
+plot.on('plotly_unhover', () => { box.style.display = 'none'; });
+"""
+HOVER_PIXELS = 140  # the enlarged image's side on the page
+
+
+def write_html(path, embeddings, labels, meta, split, max_points=2000, seed=0, space="sphere", images=None):
+    """Writes the page of build_figure(...) to path, plotly.js included; returns its size in bytes.
+    images: the run's images (run_files.load_images), shown on hover; None: text only."""
     import plotly.io as pio
 
+    script = None
+    if images is not None:
+        thumbs = {int(row): thumbnail_uri(images[row]) for row in page_rows(labels, meta, split, max_points, seed)}
+        script = HOVER_SCRIPT % (json.dumps(thumbs), HOVER_PIXELS)
     page = pio.to_html(build_figure(embeddings, labels, meta, split, max_points, seed, space), include_plotlyjs=True,
                        full_html=True, auto_play=False, validate=True, default_width="100%", default_height="100%",
-                       config={"displaylogo": False}, div_id="sphere")
+                       config={"displaylogo": False}, div_id="sphere", post_script=script)
     title = html.escape(f"{meta['model']} - {SPLIT_TITLES.get(split, split)}")
     page = page.replace("<head>", f"<head><title>{title}</title><style>body {{margin: 0}}</style>", 1).encode()
     run_files.atomic_write(path, lambda f: f.write(page))

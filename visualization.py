@@ -180,7 +180,12 @@ def write_pages(args, runs, splits):
     for run, split in tqdm(pages, desc="interactive pages", unit="page", leave=False):
         name = f"{run.model}_{render.SPLIT_TITLES[split]}_Embeddings{SUFFIX[args.space]}.html"
         path = os.path.join(args.out_dir, name)
-        size = write_html(path, run.embeddings, run.labels_of_rows, run.meta, split, args.html_points, space=args.space)
+        try:
+            images = run_files.load_images(args.out_dir, run.model, len(run.labels_of_rows))
+        except run_files.RunFileError as error:
+            raise SystemExit(f"error: {error}")
+        size = write_html(path, run.embeddings, run.labels_of_rows, run.meta, split, args.html_points,
+                          space=args.space, images=images)
         print(f"{path}: {size / 1e6:.1f} MB")
         written.append(path)
     return written

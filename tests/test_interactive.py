@@ -1,5 +1,7 @@
 """interactive.py: the figure it builds, the page it writes, and that page in a real headless Chromium."""
 
+import base64
+import io
 import os
 import re
 import tempfile
@@ -8,6 +10,7 @@ import time
 import numpy as np
 import pytest
 from matplotlib.colors import to_hex
+from PIL import Image
 
 from interactive import build_figure, write_html
 from sampling import balanced_rows
@@ -268,6 +271,30 @@ def test_page_plays_in_a_browser_and_the_slider_moves_the_points(chrome, tmp_pat
 
     severe = [entry for entry in chrome.get_log("browser") if entry["level"] == "SEVERE"]
     assert not severe, f"console errors: {severe}"
+
+
+def test_hovering_a_point_shows_its_image_enlarged_with_its_class_and_sample(chrome, tmp_path):
+    embeddings, labels, meta = make_run(n_frames=3, n_train=40, n_val=60)
+    images = np.random.default_rng(1).integers(0, 256, size=(100, 12, 12, 3), dtype=np.uint8)
+    path = tmp_path / "page.html"
+    write_html(str(path), embeddings, labels, meta, "val", images=images)
+    chrome.get(path.as_uri())
+    graph = "document.querySelector('.js-plotly-plot')"
+    wait_for(lambda: chrome.execute_script(f"const g = {graph}; return !!(g && g._fullLayout && g.emit);"), 10,
+             "the page shows no plotly graph")
+    # plotly's own event, as a hover over the point of row 57 (class "zero", as 57 % 3 == 0) emits it
+    shown = chrome.execute_script(f"""const g = {graph};
+        g.emit('plotly_hover', {{points: [{{customdata: 57, data: g.data[1]}}]}});
+        const box = document.getElementById('hovered-image');
+        return [box.style.display, box.querySelector('img').src, box.textContent];""")
+    display, src, text = shown
+    assert display == "block" and text == "zero, sample 57"
+    decoded = np.asarray(Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1]))))
+    np.testing.assert_array_equal(decoded, images[57])  # the point's own image, losslessly
+    chrome.execute_script(f"{graph}.emit('plotly_unhover', {{}});")
+    assert chrome.execute_script("return document.getElementById('hovered-image').style.display;") == "none"
+    thumbs = re.findall(r'"(\d+)": "data:image/png;base64,', path.read_text())  # in the page itself
+    assert sorted(map(int, thumbs)) == list(range(40, 100))  # one per point drawn
 
 
 def test_unseen_classes_are_open_rings_named_unseen_in_the_validation_page():
