@@ -52,6 +52,9 @@ def parse_args(argv=None):
     p.add_argument("--workers", type=positive(int), default=min(os.cpu_count() or 1, 4),
                    help="processes rendering frames in parallel; 1: all in this process")
     p.add_argument("--keep-frames", action="store_true", help="also write every frame as a PNG")
+    p.add_argument("--projector", type=non_negative_int, nargs="?", const=-1, metavar="EPOCH",
+                   help="also write the files of TensorBoard's projector for this epoch (the last when given alone) "
+                        "in data/M_projector/: tensorboard --logdir data/M_projector")
     p.add_argument("--epoch", type=non_negative_int,
                    help="the epoch of the images pictures (M_misfits.png, M_outliers.png); default: the last")
     p.add_argument("--allow-pickle", action="store_true",
@@ -191,6 +194,24 @@ def write_pages(args, runs, splits):
     return written
 
 
+def write_projectors(args, runs):
+    """The projector files of each run, in M_projector/: one epoch, every point, its image in the sprite."""
+    from projector import write_projector
+
+    written = []
+    for run in runs:
+        epoch = args.projector if args.projector >= 0 else len(run.history) - 1
+        try:
+            images = run_files.load_images(args.out_dir, run.model, len(run.labels_of_rows))
+        except run_files.RunFileError as error:
+            raise SystemExit(f"error: {error}")
+        folder = os.path.join(args.out_dir, f"{run.model}_projector")
+        write_projector(folder, run.embeddings[epoch], run.labels_of_rows, run.meta, images,
+                        f"{run.model} epoch {run.history[epoch]['epoch']}")
+        written.append(folder + os.sep)
+    return written
+
+
 def draw_images(args, runs):
     """The pictures of the images behind the points, at --epoch or the last: M_misfits.png of every
     run, and M_outliers.png of each Sub-center ArcFace run."""
@@ -236,9 +257,10 @@ def main(argv=None):
         raise SystemExit("error: the runs to compare were made on datasets with different classes")
     if args.compare and len({run.dim for run in runs}) > 1:
         raise SystemExit("error: the runs to compare have embeddings of different sizes")
-    for run in runs:
-        if args.epoch is not None and args.epoch >= len(run.history):
-            raise SystemExit(f"error: --epoch {args.epoch}: {run.model} has epochs 0-{len(run.history) - 1}")
+    for run in runs:  # before anything is drawn
+        for flag, epoch in (("--epoch", args.epoch), ("--projector", args.projector)):
+            if epoch is not None and epoch >= len(run.history):
+                raise SystemExit(f"error: {flag} {epoch}: {run.model} has epochs 0-{len(run.history) - 1}")
     splits = ("train", "val") if args.split == "both" else (args.split,)
     written = []
     for split in splits:
@@ -263,6 +285,8 @@ def main(argv=None):
                   for run in with_verification], path)
         written.append(path)
     written += draw_images(args, runs)
+    if args.projector is not None:
+        written += write_projectors(args, runs)
     for path in written:
         print(f"wrote {path}")
     return 0

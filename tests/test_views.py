@@ -235,3 +235,45 @@ def test_misfits_agree_with_the_runs_nearest_class_mean_accuracy(runs):
     assert f"wrote {runs / 'vgg8_arcface_misfits.png'}" in result.stdout
     bad = call_main(visualization.main, "--model", "vgg8_arcface", "--out-dir", runs, "--epoch", "9")
     assert bad.returncode == 1 and "--epoch 9: vgg8_arcface has epochs 0-2" in bad.stderr
+
+
+def test_projector_files_follow_tensorboards_format(runs):
+    from google.protobuf import text_format
+    from PIL import Image
+    from tensorboard.plugins.projector.projector_config_pb2 import ProjectorConfig
+
+    from run_files import load_images, load_run
+
+    result = draw(runs, "--model", "vgg8_arcface", "--split", "val", "--projector", "1")
+    folder = runs / "vgg8_arcface_projector"
+    assert f"wrote {folder}{os.sep}" in result.stdout
+    embeddings, labels, meta = load_run(str(runs), "vgg8_arcface")
+    config = text_format.Parse((folder / "projector_config.pbtxt").read_text(), ProjectorConfig())
+    (embedding,) = config.embeddings
+    assert embedding.tensor_name == "vgg8_arcface epoch 1" and embedding.tensor_path == "tensors.tsv"
+    assert embedding.sprite.image_path == "sprite.png" and list(embedding.sprite.single_image_dim) == [28, 28]
+    tensors = np.loadtxt(folder / embedding.tensor_path, delimiter="\t")
+    np.testing.assert_allclose(tensors, embeddings[1], rtol=1e-5, atol=1e-6)
+    rows = (folder / embedding.metadata_path).read_text().splitlines()
+    assert rows[0] == "class\tsplit" and len(rows) == 1 + len(labels)
+    assert rows[1] == f"{meta['class_names'][labels[0]]}\ttrain" and rows[-1].endswith("\tval")
+    sprite = np.asarray(Image.open(folder / embedding.sprite.image_path))
+    grid = int(np.ceil(np.sqrt(len(labels))))
+    images = load_images(str(runs), "vgg8_arcface", len(labels))
+    assert sprite.shape == (grid * 28, grid * 28)
+    k = len(labels) - 1  # the last image, row by row in the grid
+    np.testing.assert_array_equal(sprite[(k // grid) * 28:(k // grid + 1) * 28, (k % grid) * 28:(k % grid + 1) * 28],
+                                  images[k])
+    bad = call_main(visualization.main, "--model", "vgg8_arcface", "--out-dir", runs, "--projector", "7")
+    assert bad.returncode == 1 and "--projector 7: vgg8_arcface has epochs 0-2" in bad.stderr
+
+
+def test_a_sprite_too_large_for_tensorboard_is_scaled_down():
+    from projector import MAX_SPRITE_PIXELS, sprite_image
+
+    images = np.zeros((4200, 128, 128), np.uint8)  # a 65 x 65 grid: 8,320 pixels at full size
+    images[-1] = 255
+    sprite, side = sprite_image(images)
+    assert side == MAX_SPRITE_PIXELS // 65 == 126 and sprite.size == (65 * 126, 65 * 126)
+    last = np.asarray(sprite)[64 * 126:, 39 * 126:40 * 126]  # image 4199: row 64, column 39
+    assert (last == 255).all() and np.asarray(sprite)[:64 * 126].max() == 0
