@@ -3,9 +3,10 @@
     PATH/<class>/<image>                  split 80/20 per class, seeded
     PATH/train/<class>/<image>, PATH/val/<class>/<image>     split as given
 
-Images are decoded in parallel worker processes, resized to image_size x image_size, and kept as one uint8 file beside the data, which the next
-run reads at once; the file records every image's path, size and modification time, and a change
-to any of them makes it stale. Grey images give 1 channel; if any image has colour, all have 3.
+Images are decoded in parallel worker processes, resized to image_size x image_size (squeezed to
+a square, not cropped), and kept as one uint8 file beside the data, which the next run reads at
+once; the file records every image's path, size and modification time, and a change to any of
+them makes it stale. Grey images give 1 channel; if any image has colour, all have 3.
 """
 
 import contextlib

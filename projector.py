@@ -36,7 +36,8 @@ def write_projector(folder, embeddings, labels, meta, images=None, tensor_name="
         sprite, side = sprite_image(images)
         paths["sprite.png"] = os.path.join(folder, "sprite.png")
         run_files.atomic_write(paths["sprite.png"], lambda f: sprite.save(f, format="PNG", optimize=True))
-        config += f'  sprite {{\n    image_path: "sprite.png"\n    single_image_dim: {side}\n    single_image_dim: {side}\n  }}\n'
+        config += (f'  sprite {{\n    image_path: "sprite.png"\n'
+                   f'    single_image_dim: {side}\n    single_image_dim: {side}\n  }}\n')
     config += "}\n"
     run_files.atomic_write(paths["projector_config.pbtxt"], lambda f: f.write(config.encode()))
     return list(paths.values())
