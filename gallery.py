@@ -19,7 +19,11 @@ def misfits(embeddings, labels, meta):
     """[(row, true class, predicted class, angle to its own class's mean in degrees)], farthest first:
     the validation images of the trained classes whose nearest class mean, by cosine, is another
     class's. The means are those of the saved training points, the same rule for every head."""
-    train, val = (slice(*meta["splits"][split]) for split in ("train", "val"))
+    with np.errstate(invalid="ignore"):  # points that are not finite, or zero, are left out, as the frames do
+        drawable = np.isfinite(embeddings).all(1) & (np.linalg.norm(embeddings, axis=1) > 0)
+    (train_start, train_stop), (val_start, val_stop) = meta["splits"]["train"], meta["splits"]["val"]
+    train = train_start + np.flatnonzero(drawable[train_start:train_stop])
+    val = val_start + np.flatnonzero(drawable[val_start:val_stop])
     means = class_means(embeddings[train], labels[train], len(meta["class_names"]))  # NaN: a class held out
     directions = unit(embeddings[val])
     similarity = np.where(np.isnan(means).any(1), -np.inf, directions @ np.nan_to_num(means).T)
@@ -27,22 +31,27 @@ def misfits(embeddings, labels, meta):
     angles = angle_deg(directions, means[true])
     wrong = np.flatnonzero(predicted != true)
     wrong = wrong[np.argsort(-angles[wrong], kind="stable")]
-    return [(val.start + int(r), int(true[r]), int(predicted[r]), float(angles[r])) for r in wrong]
+    return [(int(val[r]), int(true[r]), int(predicted[r]), float(angles[r])) for r in wrong]
 
 
 def plot_misfits(images, found, meta, title, path):
-    """Up to MAX_MISFITS images in rows of MISFIT_COLUMNS, each captioned "true -> predicted"."""
+    """Up to MAX_MISFITS images in rows of MISFIT_COLUMNS, each captioned "true -> nearest" and its angle.
+    One mosaic in one axes: a figure of 48 axes takes a second to draw."""
     shown = found[:MAX_MISFITS]
-    rows = -(-len(shown) // MISFIT_COLUMNS)
-    fig, axes = plt.subplots(rows, MISFIT_COLUMNS, figsize=(1.25 * MISFIT_COLUMNS, 1.45 * rows + 0.7), dpi=100,
-                             squeeze=False)
+    side = images.shape[1]
+    cell_w, cell_h = side + side // 6, side + side // 2  # room between the images, and for two caption lines
+    rows, columns = -(-len(shown) // MISFIT_COLUMNS), min(len(shown), MISFIT_COLUMNS)
+    mosaic = np.full((rows * cell_h, max(columns, 6) * cell_w, 3), 255, np.uint8)
+    fig, ax = plt.subplots(figsize=(1.25 * mosaic.shape[1] / cell_w, 1.45 * rows + 0.7), dpi=100)
     names = [str(name)[:12] for name in meta["class_names"]]
-    for index, ax in enumerate(axes.flat):
-        ax.axis("off")
-        if index < len(shown):
-            row, true, predicted, angle = shown[index]
-            ax.imshow(images[row], cmap="gray" if images[row].ndim == 2 else None, vmin=0, vmax=255)
-            ax.set_title(f"{names[true]} → {names[predicted]}\n{angle:.0f}° from its mean", fontsize=7)
+    for index, (row, true, predicted, angle) in enumerate(shown):
+        top, left = (index // MISFIT_COLUMNS) * cell_h + (cell_h - side), (index % MISFIT_COLUMNS) * cell_w
+        image = images[row]
+        mosaic[top:top + side, left:left + side] = image[..., None] if image.ndim == 2 else image
+        ax.text(left + side / 2, top - 1, f"{names[true]} → {names[predicted]}\n{angle:.0f}° from its mean",
+                ha="center", va="bottom", fontsize=7)
+    ax.imshow(mosaic, interpolation="nearest")
+    ax.axis("off")
     fig.suptitle(textwrap.fill(title, MISFIT_COLUMNS * 16), fontsize=10)
     fig.tight_layout()
     fig.savefig(path)
