@@ -121,8 +121,9 @@ class EmbeddingFigure:
             handles.append(Line2D([], [], marker="*", markersize=6 / marker_scale, color="white",
                                   markeredgecolor="black", linestyle=""))
             labels.append("other sub-centres")
-        self.fig.legend(handles=handles, labels=labels, loc="upper left", markerscale=marker_scale, fontsize=8,
-                        frameon=False)
+        if handles:
+            self.fig.legend(handles=handles, labels=labels, loc="upper left", markerscale=marker_scale, fontsize=8,
+                            frameon=False)
         self.title = self.fig.suptitle("", fontsize=11)
         self.fig.subplots_adjust(left=0.02 if dim == 3 else 0.12, right=0.98, bottom=0.02 if dim == 3 else 0.08,
                                  top=0.9 if panels > 1 else 0.95, wspace=0.05)

@@ -4,6 +4,7 @@ parallel and cached beside the data; written here as real PNG and JPEG files of 
 import colorsys
 import os
 
+import imageio.v3 as iio
 import numpy as np
 import pytest
 from PIL import Image
@@ -154,8 +155,14 @@ def test_a_colour_folder_trains_draws_and_rebuilds_end_to_end(colour_folder, tmp
     with torch.no_grad():
         assert model.embed(to_input(torch.from_numpy(images[:4]))).shape == (4, 3)
     drawn = call_main(visualization.main, "--model", "vgg8_arcface", "--out-dir", tmp_path, "--workers", "1",
-                      "--split", "val")
+                      "--split", "val", "--html", "--html-points", "50", "--projector")
     assert drawn.returncode == 0, drawn.stderr
+    frames = iio.imread(tmp_path / "vgg8_arcface_Validation_Embeddings.gif", index=None)
+    assert len(frames) == 4
+    page = (tmp_path / "vgg8_arcface_Validation_Embeddings.html").read_text()
+    assert "class_11" in page and page.count('": "data:image/png;base64,') >= 48  # the hover images
+    sprite = iio.imread(tmp_path / "vgg8_arcface_projector" / "sprite.png")
+    assert sprite.shape == (20 * 16, 20 * 16, 3)  # 362 colour images of 16 pixels in a 20 x 20 grid
     held = call_main(train.main, *args, "--unseen-classes", "10", "11", "--out-dir", tmp_path / "open")
     assert held.returncode == 0, held.stderr
     with pytest.raises(SystemExit):  # beyond the folder's classes: refused once the folder is read
@@ -168,3 +175,13 @@ def test_more_classes_than_tab20_get_distinct_colours_and_fit_one_gif_palette():
     for n in (12, 20, 37, 100):
         colours = {tuple(np.round(c, 4)) for c in render.class_colors(n)}
         assert len(colours) == n and len(render.gif_palette(n)) <= 256
+
+
+def test_beyond_twenty_classes_the_gif_leaves_the_legend_to_the_page():
+    from render import EmbeddingFigure
+
+    figure = EmbeddingFigure([f"c{i}" for i in range(25)], 4)
+    assert figure.fig.legends == []
+    assert any("25 classes" in text.get_text() and "--html" in text.get_text() for text in figure.fig.texts)
+    twelve = EmbeddingFigure([f"c{i}" for i in range(12)], 4)
+    assert len(twelve.fig.legends[0].get_texts()) == 12
