@@ -10,6 +10,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from metrics import angle_deg, class_means, dominant_subcenters, unit  # noqa: E402
+from render import literal  # noqa: E402
 
 MAX_PER_CLASS = 12  # images shown of a class's outliers, farthest first
 MISFIT_COLUMNS, MAX_MISFITS = 8, 48  # a page of them
@@ -43,7 +44,7 @@ def plot_misfits(images, found, meta, title, path):
     rows, columns = -(-len(shown) // MISFIT_COLUMNS), min(len(shown), MISFIT_COLUMNS)
     mosaic = np.full((rows * cell_h, max(columns, 6) * cell_w, 3), 255, np.uint8)
     fig, ax = plt.subplots(figsize=(1.25 * mosaic.shape[1] / cell_w, 1.45 * rows + 0.7), dpi=100)
-    names = [str(name)[:12] for name in meta["class_names"]]
+    names = [literal(str(name)[:12]) for name in meta["class_names"]]
     for index, (row, true, predicted, angle) in enumerate(shown):
         top, left = (index // MISFIT_COLUMNS) * cell_h + (cell_h - side), (index % MISFIT_COLUMNS) * cell_w
         image = images[row]
@@ -87,7 +88,7 @@ def plot_outliers(images, outliers, meta, title, path):
                 row, angle = found[column]
                 ax.imshow(images[row], cmap="gray" if images[row].ndim == 2 else None, vmin=0, vmax=255)
                 ax.set_title(f"{angle:.0f}°", fontsize=8)
-        ax_row[0].set_ylabel(f"{meta['class_names'][c]}\n({len(found)})", fontsize=9, rotation=0, ha="right",
+        ax_row[0].set_ylabel(f"{literal(meta['class_names'][c])}\n({len(found)})", fontsize=9, rotation=0, ha="right",
                              va="center")
     width = fig.get_size_inches()[0]
     fig.suptitle(textwrap.fill(title, int(width * 13)), fontsize=10)  # about 13 characters an inch at 10 points

@@ -102,7 +102,7 @@ def fingerprint(paths, image_size):
     digest = hashlib.sha256(f"{image_size}\n".encode())
     for path in paths:
         status = os.stat(path)
-        digest.update(f"{path}\t{status.st_size}\t{status.st_mtime_ns}\n".encode())
+        digest.update(os.fsencode(path) + f"\t{status.st_size}\t{status.st_mtime_ns}\n".encode())
     return digest.hexdigest()
 
 
@@ -117,13 +117,16 @@ def cached_or_decoded(root, paths, image_size, warn, workers):
     except (OSError, KeyError, ValueError):  # none yet, or unreadable: decode again
         pass
     images, keep = decode_all(paths, image_size, workers)
+    tmp = f"{cache}.tmp{os.getpid()}.npz"
     try:
-        tmp = f"{cache}.tmp{os.getpid()}.npz"
         np.savez(tmp, images=images, keep=keep, key=np.array(key))
         os.replace(tmp, cache)
     except OSError as error:
         warn(f"warning: cannot keep the decoded images in {cache} ({error.strerror or error}); "
              "the next run decodes them again")
+    finally:  # also when stopped half way
+        if os.path.exists(tmp):
+            os.remove(tmp)
     return images, keep
 
 
@@ -167,5 +170,6 @@ def decode(path, image_size):
     try:
         with Image.open(path) as image:
             return np.asarray(image.convert("RGB").resize((image_size, image_size), Image.Resampling.BILINEAR))
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        # Pillow reports a damaged PNG chunk as a SyntaxError
         return None

@@ -164,18 +164,19 @@ class AdaCos(CosineHead):
     theta_med the median target angle. ln(B_avg) is a log-sum-exp, which cannot overflow.
     Eval mode and calls without labels leave s alone.
 
-    For 3-D, s is capped at MAX_S. The rule assumes what holds in 512 dimensions, non-target
+    s is kept from MIN_S to MAX_S. The floor is for two classes, whose fixed scale, sqrt(2) ln(1),
+    is 0: all logits would be 0 and nothing would train. The cap is for 3-D. The rule assumes what holds in 512 dimensions, non-target
     cosines near 0, so that B_avg stays near C - 1 whatever s. On a 3-D sphere the nearest caps
     are about 60 degrees apart (cosine 0.5), ln(B_avg) grows with s, and the rule feeds on itself:
     uncapped, s went from 3.1 to 1,367 in the first epoch and to 3.7 million by the third.
     """
 
     kind = "adacos"
-    MAX_S = 15.0  # the family's scale, the largest that suits 3-D (models.PRESETS)
+    MIN_S, MAX_S = 1.0, 15.0  # MAX_S: the family's scale, the largest that suits 3-D (models.PRESETS)
 
     def __init__(self, in_features, num_classes):
         super().__init__(in_features, num_classes)
-        self.register_buffer("s", torch.tensor(math.sqrt(2) * math.log(num_classes - 1)))
+        self.register_buffer("s", torch.tensor(max(math.sqrt(2) * math.log(num_classes - 1), self.MIN_S)))
 
     def forward(self, embeddings, labels=None):
         cosine = self.cosine(embeddings)
@@ -185,7 +186,8 @@ class AdaCos(CosineHead):
                 others = (self.s * cosine).scatter(1, labels[:, None], -math.inf)  # the target left out
                 log_b_avg = others.logsumexp(dim=(0, 1)) - math.log(len(cosine))
                 theta_med = torch.acos(target.clamp(-1, 1)).median()
-                self.s.copy_((log_b_avg / torch.cos(theta_med.clamp(max=math.pi / 4))).clamp(max=self.MAX_S))
+                s = log_b_avg / torch.cos(theta_med.clamp(max=math.pi / 4))
+                self.s.copy_(s.clamp(self.MIN_S, self.MAX_S))
         return self.s * cosine
 
     def state(self):

@@ -53,6 +53,11 @@ def placed(embeddings, space):
 LEGEND_MAX_CLASSES = 20  # beyond, the classes are named in the interactive page's legend only
 
 
+def literal(text):
+    """text as matplotlib shows it: a class name with "$" signs is not mathtext."""
+    return str(text).replace("$", r"\$")
+
+
 def class_colors(num_classes):
     """tab10's colors, tab20's for up to 20 classes, else evenly spaced hues in two brightnesses."""
     if num_classes <= 20:
@@ -109,7 +114,8 @@ class EmbeddingFigure:
         handles, labels = [], []
         if len(class_names) <= LEGEND_MAX_CLASSES:
             handles = [*self.scatters[0]]
-            labels = [f"{name} (unseen)" if c in unseen_classes else name for c, name in enumerate(class_names)]
+            labels = [f"{name} (unseen)" if c in unseen_classes else name
+                      for c, name in enumerate(map(literal, class_names))]
         else:
             self.fig.text(0.01, 0.01, f"{len(class_names)} classes: their names are in the interactive page "
                           "(visualization.py --html)", fontsize=8, color="0.3")

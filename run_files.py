@@ -62,10 +62,11 @@ def save_run(out_dir, model_name, embeddings, labels, meta, resume_state):
     atomic_write(paths["meta"], lambda f: f.write(json.dumps(meta, indent=1).encode()))
 
 
-def save_images(out_dir, model_name, images):
-    """The images of the saved points, in their rows' order, once per run: what a point shows."""
+def save_images(out_dir, model_name, images, replace):
+    """The images of the saved points, in their rows' order: what a point shows. Written when a run
+    starts (replace: a new run over an old one's files), and by a resumed run that lacks it."""
     path = run_paths(out_dir, model_name)["images"]
-    if not os.path.exists(path):
+    if replace or not os.path.exists(path):
         atomic_write(path, lambda f: np.save(f, np.ascontiguousarray(images, np.uint8)))
 
 

@@ -24,7 +24,7 @@ COLUMNS = [  # (heading, path of keys into the last history entry, scale, unit, 
     ("open-set AUROC", ("open_set_auroc",), 1, "", 3),
     ("unseen nearest-class-mean accuracy", ("unseen_ncm_accuracy",), 100, "%", 1),
 ]
-MUST_MATCH = ("dataset", "seen_classes", "unseen_classes")  # runs averaged together were made alike
+MUST_MATCH = ("dataset", "class_names", "seen_classes", "unseen_classes")  # runs averaged together were made alike
 
 
 def parse_args(argv=None):

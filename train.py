@@ -424,6 +424,8 @@ def restore(training):
     differences = [f"--{key.replace('_', '-')} {describe(saved.get(key))} (now {describe(getattr(args, key))})"
                    for key in RESUME_MUST_MATCH if saved.get(key) != getattr(args, key)]
     for name, then, now in (("dataset", state["dataset"], training.meta["dataset"]),
+                            ("classes", state.get("class_names", training.meta["class_names"]),
+                             training.meta["class_names"]),
                             ("head", state["head"], training.model.head.config()),
                             ("precision", state["precision"], training.precision)):
         if then != now:
@@ -513,7 +515,7 @@ def save(training, entry):
     if epoch > 0 and entry["val_loss"] < training.best_val_loss:
         training.best_val_loss = entry["val_loss"]
         run_files.save_checkpoint(args.out_dir, args.model, "checkpoint", network)
-    run_files.save_images(args.out_dir, args.model, training.points_images.cpu().numpy())
+    run_files.save_images(args.out_dir, args.model, training.points_images.cpu().numpy(), replace=epoch == 0)
     run_files.save_run(args.out_dir, args.model, training.embeddings[:epoch + 1], training.points_labels.numpy(),
                        training.meta, resume_state={
                            **network,
@@ -521,7 +523,8 @@ def save(training, entry):
                            "scaler_state": training.scaler.state_dict(),
                            "rng_states": rng_states(training.shuffle_generator, training.device),
                            "history": training.meta["history"], "best_val_loss": training.best_val_loss,
-                           "dataset": training.meta["dataset"], "precision": training.precision})
+                           "dataset": training.meta["dataset"], "class_names": training.meta["class_names"],
+                           "precision": training.precision})
     training.last_saved = epoch
 
 

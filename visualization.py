@@ -229,19 +229,23 @@ def draw_images(args, runs):
             continue
         embeddings, entry = run.embeddings[frame], run.history[frame]
         found = misfits(embeddings, run.labels_of_rows, run.meta)
+        path = os.path.join(args.out_dir, f"{run.model}_misfits.png")
+        if not found and os.path.exists(path):  # an earlier drawing's, of another epoch
+            os.remove(path)
         if found:
-            path = os.path.join(args.out_dir, f"{run.model}_misfits.png")
             plot_misfits(images, found, run.meta, f"{run.model}, epoch {entry['epoch']}: {len(found)} validation "
                          "images nearer another class's mean than their own (true → nearest), farthest from their "
                          "own first" + (f"; the first {len(found[:48])}" if len(found) > 48 else ""), path)
             written.append(path)
         if "subcenters" in entry:
             outliers = subcenter_outliers(embeddings, run.labels_of_rows, run.meta, entry)
+            path = os.path.join(args.out_dir, f"{run.model}_outliers.png")
             if not outliers:
                 print(f"{run.model}: no outliers at epoch {entry['epoch']}")
+                if os.path.exists(path):  # an earlier drawing's, of another epoch
+                    os.remove(path)
                 continue
             count = sum(len(found) for found in outliers.values())
-            path = os.path.join(args.out_dir, f"{run.model}_outliers.png")
             plot_outliers(images, outliers, run.meta, f"{run.model}, epoch {entry['epoch']}: {count} of the saved "
                           f"training images lie farther than {run.meta['outlier_deg']:.0f}° from their class's "
                           "dominant sub-centre (farthest first)", path)

@@ -185,3 +185,43 @@ def test_beyond_twenty_classes_the_gif_leaves_the_legend_to_the_page():
     assert any("25 classes" in text.get_text() and "--html" in text.get_text() for text in figure.fig.texts)
     twelve = EmbeddingFigure([f"c{i}" for i in range(12)], 4)
     assert len(twelve.fig.legends[0].get_texts()) == 12
+
+
+def test_damaged_pngs_and_names_that_are_not_utf8_are_handled(tmp_path, digits_by_class):
+    import struct
+
+    root = tmp_path / "images"
+    write_folder(root, {"a": digits_by_class[0][:4]})
+    os.makedirs(os.fsdecode(bytes(root) + b"/caf\xe9"))  # a folder name in Latin-1, not UTF-8
+    write_folder(root, {os.fsdecode(b"caf\xe9"): digits_by_class[1][:4]})
+    png = bytearray((root / "a" / "000.png").read_bytes())
+    at = png.index(b"IDAT") - 4
+    png[at:at + 4] = struct.pack(">I", 2)  # an IDAT chunk that claims 2 bytes: what follows is no chunk
+    (root / "a" / "000.png").write_bytes(bytes(png))
+    warnings = []
+    data = load_dataset("imagefolder", str(root), seed=0, warn=warnings.append)
+    assert len(data.train_labels) + len(data.val_labels) == 7 and "skipped 1 file(s)" in warnings[0]
+    assert data.class_names[1] == os.fsdecode(b"caf\xe9")
+
+
+def test_a_new_run_replaces_the_images_of_an_old_one_and_resume_refuses_other_classes(tmp_path, digits_by_class):
+    from run_files import load_images
+
+    first = write_folder(tmp_path / "first", {"a": digits_by_class[0][:10], "b": digits_by_class[1][:10]})
+    other = write_folder(tmp_path / "other", {"x": digits_by_class[2][:10], "y": digits_by_class[3][:10]})
+    common = ["--dataset", "imagefolder", "--out-dir", tmp_path / "out", "--batch-size", "8", "--precision", "fp32"]
+    assert call_main(train.main, *common, "--data-dir", first, "--epochs", "1").returncode == 0
+    resumed = call_main(train.main, *common, "--data-dir", other, "--epochs", "2", "--resume")
+    assert resumed.returncode == 1 and "made with classes a b (now x y)" in resumed.stderr
+    assert call_main(train.main, *common, "--data-dir", other, "--epochs", "1").returncode == 0  # a new run
+    images = load_images(str(tmp_path / "out"), "vgg8_arcface", 20)
+    expected = np.concatenate([digits_by_class[2][:10], digits_by_class[3][:10]])
+    assert sorted(map(bytes, images)) == sorted(map(bytes, expected))  # the new run's images, not the first's
+
+
+def test_class_names_with_dollar_signs_are_drawn_as_written(tmp_path):
+    from render import EmbeddingFigure
+
+    figure = EmbeddingFigure(["$\\frac", "$5 to $6"], 4)
+    figure.render([(np.eye(3)[:2], np.array([0, 1]), None, None, None)], "t")  # mathtext would fail to parse
+    assert [text.get_text() for text in figure.fig.legends[0].get_texts()] == ["\\$\\frac", "\\$5 to \\$6"]

@@ -221,3 +221,10 @@ def test_resuming_a_head_with_state_or_draws_is_bit_identical(tiny_mnist, tmp_pa
     np.testing.assert_array_equal(whole_embeddings, parts_embeddings)
     timeless = [{k: v for k, v in e.items() if k not in ("seconds", "train_seconds")} for e in whole["history"]]
     assert timeless == [{k: v for k, v in e.items() if k not in ("seconds", "train_seconds")} for e in parts["history"]]
+
+
+def test_adacos_trains_two_classes_whose_fixed_scale_would_be_zero():
+    head = in_float64(AdaCos(3, 2), WEIGHTS[:2]).train()
+    assert head.s.item() == AdaCos.MIN_S  # sqrt(2) ln(2 - 1) = 0 would leave every logit 0
+    head(points(), LABELS.clamp(max=1))
+    assert AdaCos.MIN_S <= head.s.item() <= AdaCos.MAX_S
