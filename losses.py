@@ -165,10 +165,11 @@ class AdaCos(CosineHead):
     Eval mode and calls without labels leave s alone.
 
     s is kept from MIN_S to MAX_S. The floor is for two classes, whose fixed scale, sqrt(2) ln(1),
-    is 0: all logits would be 0 and nothing would train. The cap is for 3-D. The rule assumes what holds in 512 dimensions, non-target
-    cosines near 0, so that B_avg stays near C - 1 whatever s. On a 3-D sphere the nearest caps
-    are about 60 degrees apart (cosine 0.5), ln(B_avg) grows with s, and the rule feeds on itself:
-    uncapped, s went from 3.1 to 1,367 in the first epoch and to 3.7 million by the third.
+    is 0: all logits would be 0 and nothing would train. The cap is for 3-D. The rule assumes what
+    holds in 512 dimensions, non-target cosines near 0, so that B_avg stays near C - 1 whatever s.
+    On a 3-D sphere the nearest caps are about 60 degrees apart (cosine 0.5), ln(B_avg) grows with
+    s, and the rule feeds on itself: uncapped, s went from 3.1 to 1,367 in the first epoch and to
+    3.7 million by the third.
     """
 
     kind = "adacos"
