@@ -277,3 +277,9 @@ def test_a_sprite_too_large_for_tensorboard_is_scaled_down():
     assert side == MAX_SPRITE_PIXELS // 65 == 126 and sprite.size == (65 * 126, 65 * 126)
     last = np.asarray(sprite)[64 * 126:, 39 * 126:40 * 126]  # image 4199: row 64, column 39
     assert (last == 255).all() and np.asarray(sprite)[:64 * 126].max() == 0
+
+
+def test_the_raw_view_turns_and_writes_mp4_too(runs):
+    draw(runs, "--model", "vgg8_softmax", "--split", "val", "--space", "raw", "--format", "mp4", "--rotate", "10")
+    video = iio.imread(runs / "vgg8_softmax_Validation_Embeddings_raw.mp4", plugin="FFMPEG", index=None)
+    assert video.shape[1:] == (PANEL, PANEL, 3) and not np.array_equal(video[0], video[1])  # the camera turned
