@@ -280,6 +280,11 @@ def test_a_sprite_too_large_for_tensorboard_is_scaled_down():
 
 
 def test_the_raw_view_turns_and_writes_mp4_too(runs):
-    draw(runs, "--model", "vgg8_softmax", "--split", "val", "--space", "raw", "--format", "mp4", "--rotate", "10")
-    video = iio.imread(runs / "vgg8_softmax_Validation_Embeddings_raw.mp4", plugin="FFMPEG", index=None)
-    assert video.shape[1:] == (PANEL, PANEL, 3) and not np.array_equal(video[0], video[1])  # the camera turned
+    videos = []
+    for turn in ([], ["--rotate", "10"]):
+        draw(runs, "--model", "vgg8_softmax", "--split", "val", "--space", "raw", "--format", "mp4", *turn)
+        videos.append(iio.imread(runs / "vgg8_softmax_Validation_Embeddings_raw.mp4", plugin="FFMPEG", index=None))
+    still, turning = videos
+    assert still.shape == turning.shape and still.shape[1:] == (PANEL, PANEL, 3)
+    assert np.abs(still[0].astype(int) - turning[0]).mean() < 1  # frame 0: the same camera, up to the codec
+    assert np.abs(still[1].astype(int) - turning[1]).mean() > 1  # frame 1: turned by 10 degrees
