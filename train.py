@@ -485,8 +485,9 @@ def run_epoch(training, epoch):
             weights = centres[np.arange(head.num_classes), dominant]
             extra["subcenters"] = {"weights": centres.round(6).tolist(), "dominant": dominant.tolist(),
                                    "outliers": int((angles > training.meta["outlier_deg"]).sum())}
-    if head.state():
-        extra["head_state"] = head.state()
+    state = head.state()
+    if state:
+        extra["head_state"] = state
     shape = geometry(embeddings[train], rows[train], embeddings[val], rows[val], head.num_classes, weights)
     seen_means = class_means(embeddings[train], rows[train], head.num_classes)
     training.embeddings[epoch] = embeddings

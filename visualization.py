@@ -73,8 +73,9 @@ def parse_args(argv=None):
 class Run:
     """One run, ready to draw: unit vectors, labels per frame (-1: not drawn), titles, weights."""
 
-    def __init__(self, model, embeddings, labels, meta, space="sphere"):
+    def __init__(self, model, embeddings, labels, meta, space="sphere", images=None):
         self.model, self.meta = model, meta
+        self.images = images  # what each point shows; None for a run made before they were saved
         self.embeddings = embeddings
         self.points, valid, self.box = render.placed(embeddings, space)
         self.invalid = int(np.count_nonzero(~valid))
@@ -120,11 +121,12 @@ def load(out_dir, model, allow_pickle, space="sphere"):
             print("warning: reading pickled files, which can run code: only do this with files you trust",
                   file=sys.stderr)
             embeddings, labels, meta = run_files.load_seed_run(out_dir, model)
+        images = run_files.load_images(out_dir, model, len(labels))  # read once: misfits, pages, projector
     except run_files.RunFileError as error:
         raise SystemExit(f"error: {error}")
     if embeddings.shape[-1] not in (2, 3):
         raise SystemExit(f"error: {model} has {embeddings.shape[-1]}-D embeddings; 2-D and 3-D ones are drawn")
-    run = Run(model, embeddings, labels, meta, space)
+    run = Run(model, embeddings, labels, meta, space, images)
     if run.invalid:
         print(f"warning: {run.invalid:,} of {run.labels.size:,} points (all frames) of {model} are not finite "
               "or are zero vectors; they are left out", file=sys.stderr)
@@ -183,12 +185,8 @@ def write_pages(args, runs, splits):
     for run, split in tqdm(pages, desc="interactive pages", unit="page", leave=False):
         name = f"{run.model}_{render.SPLIT_TITLES[split]}_Embeddings{SUFFIX[args.space]}.html"
         path = os.path.join(args.out_dir, name)
-        try:
-            images = run_files.load_images(args.out_dir, run.model, len(run.labels_of_rows))
-        except run_files.RunFileError as error:
-            raise SystemExit(f"error: {error}")
         size = write_html(path, run.embeddings, run.labels_of_rows, run.meta, split, args.html_points,
-                          space=args.space, images=images)
+                          space=args.space, images=run.images)
         print(f"{path}: {size / 1e6:.1f} MB")
         written.append(path)
     return written
@@ -201,12 +199,8 @@ def write_projectors(args, runs):
     written = []
     for run in runs:
         epoch = args.projector if args.projector >= 0 else len(run.history) - 1
-        try:
-            images = run_files.load_images(args.out_dir, run.model, len(run.labels_of_rows))
-        except run_files.RunFileError as error:
-            raise SystemExit(f"error: {error}")
         folder = os.path.join(args.out_dir, f"{run.model}_projector")
-        write_projector(folder, run.embeddings[epoch], run.labels_of_rows, run.meta, images,
+        write_projector(folder, run.embeddings[epoch], run.labels_of_rows, run.meta, run.images,
                         f"{run.model} epoch {run.history[epoch]['epoch']}")
         written.append(folder + os.sep)
     return written
@@ -215,15 +209,12 @@ def write_projectors(args, runs):
 def draw_images(args, runs):
     """The pictures of the images behind the points, at --epoch or the last: M_misfits.png of every
     run, and M_outliers.png of each Sub-center ArcFace run."""
-    from gallery import misfits, plot_misfits, plot_outliers, subcenter_outliers
+    from gallery import MAX_MISFITS, misfits, plot_misfits, plot_outliers, subcenter_outliers
 
     written = []
     for run in runs:
         frame = len(run.history) - 1 if args.epoch is None else args.epoch
-        try:
-            images = run_files.load_images(args.out_dir, run.model, len(run.labels_of_rows))
-        except run_files.RunFileError as error:
-            raise SystemExit(f"error: {error}")
+        images = run.images
         if images is None:
             print(f"warning: {run.model}'s run has no images file; train it again to see its images", file=sys.stderr)
             continue
@@ -235,7 +226,7 @@ def draw_images(args, runs):
         if found:
             plot_misfits(images, found, run.meta, f"{run.model}, epoch {entry['epoch']}: {len(found)} validation "
                          "images nearer another class's mean than their own (true → nearest), farthest from their "
-                         "own first" + (f"; the first {len(found[:48])}" if len(found) > 48 else ""), path)
+                         "own first" + (f"; the first {MAX_MISFITS}" if len(found) > MAX_MISFITS else ""), path)
             written.append(path)
         if "subcenters" in entry:
             outliers = subcenter_outliers(embeddings, run.labels_of_rows, run.meta, entry)
