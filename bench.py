@@ -93,20 +93,67 @@ def training_flops_per_image(model):
     return 3 * sum(flops)
 
 
-def part_train_ours(args):
-    """train.py's own epochs, at its defaults: training, embedding the saved points, every metric."""
+def set_up_training(args, out_dir, *options):
+    import train
+
+    return train.set_up(train.parse_args(["--dataset", args.dataset, "--data-dir", args.data_dir, "--out-dir", out_dir,
+                                          "--device", args.device, "--epochs", str(args.epochs), *options]))
+
+
+def part_train_ours(args, *options):
+    """train.py's own epochs, at its defaults: training, embedding the saved points, every metric, saving."""
     import train
 
     with tempfile.TemporaryDirectory() as out_dir:
-        training = train.set_up(train.parse_args(["--dataset", args.dataset, "--data-dir", args.data_dir,
-                                                  "--out-dir", out_dir, "--device", args.device,
-                                                  "--epochs", str(args.epochs)]))
-        history = [train.run_epoch(training, epoch) for epoch in range(1, args.epochs + 1)]
+        training = set_up_training(args, out_dir, *options)
+        history = []
+        for epoch in range(1, args.epochs + 1):
+            start = time.perf_counter()
+            entry = train.run_epoch(training, epoch)
+            train.save(training, entry)
+            history.append({**entry, "seconds": time.perf_counter() - start})
     return {"epoch_seconds": [entry["seconds"] for entry in history],
             "train_seconds": [entry["train_seconds"] for entry in history],
             "n_train": len(training.train_labels), "val_accuracy": history[-1]["val_accuracy"],
             "precision": training.precision, "batch_size": training.args.batch_size,
             "flops_per_image": training_flops_per_image(training.model), "gpu_peak_mb": gpu_peak_mb(args.device)}
+
+
+def part_train_eager(args):
+    """On a GPU: the same epochs with the training step launched from Python, not replayed as a graph."""
+    return part_train_ours(args, "--no-cuda-graphs")
+
+
+def part_train_profile(args):
+    """On a GPU: host syncs in a steady epoch, counted by CUDA's sync check, and the share of the
+    training time the GPU is busy, from the profiler's kernel and copy times."""
+    import warnings
+
+    import torch
+
+    import train
+
+    with tempfile.TemporaryDirectory() as out_dir:
+        training = set_up_training(args, out_dir)
+        train.run_epoch(training, 1)  # warm-up and capture
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                train.run_epoch(training, 2)
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+        activities = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
+        with torch.profiler.profile(activities=activities) as profile:
+            start = time.perf_counter()
+            train.train_one_epoch(training.step, training.shuffle_generator, None)
+            torch.cuda.synchronize()
+            seconds = time.perf_counter() - start
+    device_seconds = sum(event.self_device_time_total for event in profile.key_averages()
+                         if event.device_type == torch.autograd.DeviceType.CUDA) / 1e6
+    steps = -(-len(training.train_labels) // training.args.batch_size)
+    return {"syncs": sum("synchroniz" in str(w.message) for w in caught), "steps": steps,
+            "busy": device_seconds / seconds, "graph": training.step.graph is not None}
 
 
 def seed_block(in_channels, out_channels):
@@ -240,7 +287,9 @@ def part_render_seed(args):
 
 
 PARTS = {"peak": part_peak, "train-ours": part_train_ours, "train-seed": part_train_seed,
-         "render-ours": part_render_ours, "render-seed": part_render_seed}
+         "render-ours": part_render_ours, "render-seed": part_render_seed,
+         "train-eager": part_train_eager, "train-profile": part_train_profile}
+CUDA_PARTS = ("train-eager", "train-profile")
 
 
 # ---------------------------------------------------------------- orchestration
@@ -276,7 +325,7 @@ def main(argv=None):
 
         if not torch.cuda.is_available():
             raise SystemExit("error: --device cuda asked for, but torch sees no CUDA device")
-    r = {name: run_part(name, argv) for name in PARTS}
+    r = {name: run_part(name, argv) for name in PARTS if args.device == "cuda" or name not in CUDA_PARTS}
     ours, seed = r["train-ours"], r["train-seed"]
     ours_epoch, seed_epoch = steady(ours["epoch_seconds"]), steady(seed["epoch_seconds"])
     ours_rate = ours["n_train"] / steady(ours["train_seconds"])
@@ -288,7 +337,7 @@ def main(argv=None):
           + ", ".join(f"{gflops:.0f} GFLOP/s {dtype}" for dtype, gflops in r["peak"]["gflops"].items()))
     rows = [
         ("", "seed's way", "ours", "seed / ours"),
-        ("epoch, s (train + embeddings + val)", f"{seed_epoch:.1f}", f"{ours_epoch:.1f}",
+        ("epoch, s (ours: train, embed, measure, save)", f"{seed_epoch:.2f}", f"{ours_epoch:.2f}",
          f"{seed_epoch / ours_epoch:.2f}x"),
         ("training images / s", f"{seed_rate:,.0f}", f"{ours_rate:,.0f}", f"{ours_rate / seed_rate:.2f}x faster"),
         ("share of matrix-product peak", f"{seed_rate * flops / 1e9 / r['peak']['gflops']['float32']:.0%}",
@@ -305,7 +354,14 @@ def main(argv=None):
          f"{render_memory(r['render-ours'], args.workers):.0f}", "ours: all processes"),
     ]
     for row in rows:
-        print(f"{row[0]:<38} {row[1]:>12} {row[2]:>12} {row[3]:>16}")
+        print(f"{row[0]:<44} {row[1]:>12} {row[2]:>12} {row[3]:>16}")
+    if args.device == "cuda":
+        eager, profile = r["train-eager"], r["train-profile"]
+        print(f"the step as a CUDA graph: {'replayed' if profile['graph'] else 'not captured, so eager'}; epoch "
+              f"{ours_epoch:.2f} s against {steady(eager['epoch_seconds']):.2f} s eager; val accuracy after "
+              f"{args.epochs} epochs {ours['val_accuracy']:.2%} against {eager['val_accuracy']:.2%} eager")
+        print(f"a steady epoch: {profile['syncs']} host syncs in {profile['steps']} steps (steps / 50 + 10 = "
+              f"{profile['steps'] / 50 + 10:.0f}); the GPU busy {profile['busy']:.0%} of the training time")
     print(f"(ours: {ours['precision']}, batch {ours['batch_size']}, {args.workers} rendering processes; "
           f"seed: fp32, batch {SEED_BATCH_SIZE}; {flops / 1e6:.0f} MFLOP per training image)")
     return 0

@@ -126,12 +126,21 @@ def margin_target(cosine, m1=1.0, m2=0.0, m3=0.0):
     phi = (m1 * theta + m2).clamp(min=0)
     with_margin = torch.cos(phi) - m3
     if m1 == 1:
-        m2 = torch.as_tensor(m2, dtype=torch.float64)
-        fallback = cosine - torch.maximum(m2 * torch.sin(m2), 1 - torch.cos(m2)).to(cosine) - m3
+        fallback = cosine - fallback_offset(m2, cosine.dtype) - m3
     else:
         k = torch.floor(phi / math.pi)
         fallback = (1 - 2 * torch.remainder(k, 2)) * torch.cos(phi) - 2 * k - m3
     return torch.where(phi <= math.pi, with_margin, fallback)
+
+
+def fallback_offset(m2, dtype):
+    """max(m2 sin m2, 1 - cos m2), margin_target's offset past pi, computed in float64: a Python number
+    for a fixed margin, which reaches the device as an argument of the subtraction, not as a tensor
+    copied there at every step; for per-sample margins, a tensor on their device, in `dtype`."""
+    if isinstance(m2, torch.Tensor):
+        m2 = m2.double()
+        return torch.maximum(m2 * torch.sin(m2), 1 - torch.cos(m2)).to(dtype)
+    return max(m2 * math.sin(m2), 1 - math.cos(m2))
 
 
 def check_margins(s, m1, m2, m3):

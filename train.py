@@ -7,15 +7,18 @@
 import contextlib
 import functools
 import math
+import os
 import shlex
 import signal
 import sys
 import time
-from argparse import ArgumentTypeError
+from argparse import ArgumentTypeError, BooleanOptionalAction
 from dataclasses import dataclass
 
 import numpy as np
-import torch
+
+os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS's deterministic workspace, read when CUDA starts
+import torch  # noqa: E402
 import torch.nn.functional as F
 from tqdm import tqdm
 
@@ -24,6 +27,7 @@ from cli import ArgumentParser, finite_float, non_negative_int, positive, seed_i
 from datasets import DATASET_NAMES, DatasetError, balanced_sample, load_dataset
 from metrics import class_means, dominant_subcenters, geometry, outlier_threshold_deg, separation_bound_deg, unit
 from models import MODEL_NAMES, build_model, head_config, to_input
+from training_step import TrainStep, autocast
 from verification import epoch_metrics
 
 BUILTIN_CLASSES = 10  # the built-in datasets: digits, clothes, hiragana; an image folder has its own
@@ -62,7 +66,10 @@ def parse_args(argv=None):
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
                    help="autocast precision of the convolutions; auto: bf16 where the hardware runs it natively, "
                         "else fp16 on a CUDA GPU with tensor cores, else fp32; the head is always fp32")
-    p.add_argument("--eval-batch-size", type=positive(int), default=512, help="batch size of no-grad passes")
+    p.add_argument("--eval-batch-size", type=positive(int),
+                   help="batch size of the passes that embed the saved points (default: 512 on a CPU, 4096 on a GPU)")
+    p.add_argument("--cuda-graphs", action=BooleanOptionalAction, default=True,
+                   help="on a GPU, replay the training step as a CUDA graph (the same numbers, less waiting)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out-dir from its last completed epoch (--epochs may be raised)")
     args = p.parse_args(argv)
@@ -107,6 +114,19 @@ def select_device(name):
     if name == "cuda" and not torch.cuda.is_available():
         raise SystemExit("error: --device cuda asked for, but torch sees no CUDA device")
     return torch.device(name)
+
+
+def make_deterministic(device):
+    """On a GPU, the same seed gives the same numbers: cuDNN and cuBLAS choose deterministic algorithms
+    (cuBLAS's workspace is set when this module is imported, before CUDA starts). An operation
+    without a deterministic version warns rather than stops the run. A CPU already is."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = False
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.utils.deterministic.fill_uninitialized_memory = False  # nothing here reads memory it did not write
+
+
+EVAL_BATCH_SIZE = {"cpu": 512, "cuda": 4096}  # images per no-grad pass: the CPU's caches, the GPU's width
 
 
 def hardware(device):
@@ -177,13 +197,6 @@ def choose_precision(requested, device_type, capability=None, cpu_bf16=None):
     return requested
 
 
-AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def autocast(device, precision):
-    return torch.autocast(device.type, dtype=AUTOCAST_DTYPES.get(precision), enabled=precision in AUTOCAST_DTYPES)
-
-
 # ---------------------------------------------------------------- training and evaluation
 
 def saved_points(data, train_points, seed, unseen_classes=()):
@@ -230,52 +243,44 @@ def make_scaler(device, precision):
     return torch.amp.GradScaler(device.type, enabled=precision == "fp16")
 
 
-def train_one_epoch(model, images, labels, optimizer, scaler, batch_size, generator, precision, progress,
-                    check_every=DIVERGENCE_CHECK_STEPS):
-    """One pass over the shuffled training set, on the device that holds images and labels; returns
-    the mean loss. The loss is summed on the device and looked at every check_every steps, not read
-    back at every step, which would make each step wait for the device."""
-    model.train()
-    device = images.device
-    order = torch.randperm(len(labels), generator=generator).to(device)
-    batches = list(order.split(batch_size))
+def train_one_epoch(step, generator, progress, check_every=DIVERGENCE_CHECK_STEPS):
+    """One pass of step (a TrainStep) over its shuffled training set; returns the mean loss. The loss
+    is summed on the device and read every check_every steps, not at every step, which would make
+    each step wait for the device; the last read is the epoch's loss."""
+    step.model.train()
+    order = torch.randperm(len(step.labels), generator=generator).to(step.images.device)
+    batches = list(order.split(step.batch_size))
     if len(batches[-1]) == 1 and len(batches) > 1:  # BatchNorm cannot train on a single sample
         batches.pop()
-    loss_sum, checked = torch.zeros((), device=device), 0
-    for step, index in enumerate(tqdm(batches, desc=progress, leave=False, unit="batch"), start=1):
-        targets = labels[index]
-        with autocast(device, precision):
-            logits, embeddings = model(to_input(images[index]), targets)
-        loss = model.head.loss(logits, targets, embeddings)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        loss_sum += loss.detach() * len(index)
-        if step % check_every == 0 or step == len(batches):
-            if not torch.isfinite(loss_sum):  # the caller saves nothing of this epoch
-                raise Diverged(f"steps {checked + 1}-{step}", loss_sum.item())
-            checked = step
-    return loss_sum.item() / sum(len(index) for index in batches)
+    step.loss_sum.zero_()
+    checked = 0
+    for number, index in enumerate(tqdm(batches, desc=progress, leave=False, unit="batch"), start=1):
+        step(index)
+        if number % check_every == 0 or number == len(batches):
+            loss_sum = step.loss_sum.item()
+            if not math.isfinite(loss_sum):  # the caller saves nothing of this epoch
+                raise Diverged(f"steps {checked + 1}-{number}", loss_sum)
+            checked = number
+    return loss_sum / sum(len(index) for index in batches)
 
 
 @torch.no_grad()
 def evaluate(model, images, labels, batch_size, precision):
-    """Embeddings (eval mode, in order), per-sample loss (with margin) and correctness (without);
-    the model is left in the mode it came in."""
+    """Embeddings (eval mode, in order), per-sample loss (with margin) and correctness (without), all
+    brought back to the CPU at once; the model is left in the mode it came in."""
     was_training = model.training
     model.eval()
-    embeddings, losses, correct = [], [], []
+    columns = []  # (batch, dim + 2): embedding, loss, correct
     for start in range(0, len(labels), batch_size):
         targets = labels[start:start + batch_size]
         with autocast(images.device, precision):
-            batch_embeddings = model.embed(to_input(images[start:start + batch_size]))
-        logits = model.head(batch_embeddings, targets)
-        losses.append(model.head.loss(logits, targets, batch_embeddings, reduction="none"))
-        correct.append(model.head(batch_embeddings).argmax(1) == targets)
-        embeddings.append(batch_embeddings)
+            embeddings = model.embed(to_input(images[start:start + batch_size]))
+        loss = model.head.loss(model.head(embeddings, targets), targets, embeddings, reduction="none")
+        correct = model.head(embeddings).argmax(1) == targets
+        columns.append(torch.cat([embeddings, loss[:, None], correct[:, None].float()], 1))
     model.train(was_training)
-    return torch.cat(embeddings).cpu().numpy(), torch.cat(losses).cpu(), torch.cat(correct).cpu()
+    columns = torch.cat(columns).cpu()
+    return columns[:, :-2].contiguous().numpy(), columns[:, -2], columns[:, -1].bool()
 
 
 # ---------------------------------------------------------------- stopping
@@ -344,11 +349,13 @@ class Training:
     epoch: int = -1              # the epoch under way
     last_saved: int = -1         # the last epoch whose files are complete
     best_val_loss: float = math.inf
+    step: TrainStep = None       # made at the first epoch trained, after a resume has loaded its state
 
 
 def set_up(args):
     """Device, precision, model, data and the empty record of a new run."""
     device = select_device(args.device)
+    make_deterministic(device)
     try:
         precision = choose_precision(args.precision, *hardware(device))
     except PrecisionError as error:
@@ -463,14 +470,17 @@ def run_epoch(training, epoch):
     model, args = training.model, training.args
     train_loss = None
     if epoch > 0:
-        train_loss = train_one_epoch(model, training.train_images, training.train_labels, training.optimizer,
-                                     training.scaler, args.batch_size, training.shuffle_generator,
-                                     training.precision, f"epoch {epoch}/{args.epochs}")
+        if training.step is None:
+            training.step = TrainStep(model, training.optimizer, training.scaler, training.train_images,
+                                      training.train_labels, training.precision, args.batch_size,
+                                      graph=args.cuda_graphs and training.device.type == "cuda")
+        train_loss = train_one_epoch(training.step, training.shuffle_generator, f"epoch {epoch}/{args.epochs}")
     if training.device.type == "cuda":
         torch.cuda.synchronize(training.device)  # the training's seconds, not the time to queue it
     train_seconds = time.perf_counter() - start
     embeddings, losses, correct = evaluate(model, training.points_images, training.points_rows,
-                                           args.eval_batch_size, training.precision)
+                                           args.eval_batch_size or EVAL_BATCH_SIZE[training.device.type],
+                                           training.precision)
     train, val = (slice(*training.splits[split]) for split in ("train", "val"))
     val_loss, val_accuracy = losses[val].mean().item(), correct[val].float().mean().item()  # the seen classes
     if not (math.isfinite(val_loss) and np.isfinite(embeddings).all()):  # keep the last good files
@@ -492,7 +502,8 @@ def run_epoch(training, epoch):
     seen_means = class_means(embeddings[train], rows[train], head.num_classes)
     training.embeddings[epoch] = embeddings
     return {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "val_accuracy": val_accuracy, **shape,
-            **epoch_metrics(embeddings, labels, training.splits, seen_means, args.seed),
+            **epoch_metrics(embeddings, labels, training.splits, seen_means, args.seed,
+                            torch.from_numpy(embeddings).to(training.device) if training.device.type == "cuda" else None),
             **norms_by_correctness(embeddings[val], correct[val].numpy()), **extra,
             "seconds": time.perf_counter() - start, "train_seconds": train_seconds,
             "class_weights": None if weights is None else  # one per dataset class, None for one held out

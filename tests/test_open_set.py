@@ -6,6 +6,7 @@ import torch
 
 import train
 from conftest import call_main
+from training_step import TrainStep
 from run_files import load_run
 from verification import epoch_metrics
 
@@ -28,11 +29,12 @@ def test_a_held_out_class_reaches_no_training_batch_and_has_no_head_row(tiny_mni
 
     def record(module, inputs):
         images = ((inputs[0][:, 0] + 1) * 127.5).round().to(torch.uint8)
-        trained_on.extend(image.numpy().tobytes() for image in images)
+        trained_on.extend(image.numpy().tobytes() for image in images.cpu())
 
     hook = training.model.features[0][0].register_forward_pre_hook(record)
-    train.train_one_epoch(training.model, training.train_images, training.train_labels, training.optimizer,
-                          training.scaler, 64, training.shuffle_generator, "fp32", None)
+    step = TrainStep(training.model, training.optimizer, training.scaler, training.train_images,
+                     training.train_labels, "fp32", 64)  # eager on every device: the hook sees every batch
+    train.train_one_epoch(step, training.shuffle_generator, None)
     hook.remove()
     assert len(trained_on) >= int((~unseen).sum()) - 64 and not held_out & set(trained_on)
     assert training.train_labels.max().item() == 5  # the seen classes' head rows 0-5

@@ -10,6 +10,7 @@ from datasets import load_dataset
 from losses import Head
 from metrics import angle_deg
 from models import build_model, load_model, to_input
+from training_step import TrainStep
 
 CPU = torch.device("cpu")
 
@@ -79,8 +80,8 @@ def train_and_embed(digits_split, precision, lr=1e-3, check_every=train.DIVERGEN
     model = build_model("vgg8_arcface").to(memory_format=torch.channels_last)
     optimizer, scaler = train.make_optimizer(model, lr), train.make_scaler(CPU, precision)
     before, _, _ = train.evaluate(model, probe_images, probe_labels, 256, precision)
-    train.train_one_epoch(model, train_images, train_labels, optimizer, scaler, 64, torch.Generator().manual_seed(0),
-                          precision, None, check_every)  # 8 steps
+    step = TrainStep(model, optimizer, scaler, train_images, train_labels, precision, 64)
+    train.train_one_epoch(step, torch.Generator().manual_seed(0), None, check_every)  # 8 steps
     after, _, _ = train.evaluate(model, probe_images, probe_labels, 256, precision)
     return before, after, scaler
 
@@ -105,8 +106,8 @@ def test_fp16_steps_go_through_the_gradient_scaler(digits_split, init_scale, ski
     optimizer = train.make_optimizer(model, 1e-3)
     scaler = torch.amp.GradScaler("cpu", init_scale=init_scale)
     weights = model.features[0][0].weight.detach().clone()
-    loss = train.train_one_epoch(model, images[:8], labels[:8], optimizer, scaler, 4, torch.Generator().manual_seed(0),
-                                 "fp16", None)
+    step = TrainStep(model, optimizer, scaler, images[:8], labels[:8], "fp16", 4)
+    loss = train.train_one_epoch(step, torch.Generator().manual_seed(0), None)
     assert math.isfinite(loss)
     assert torch.equal(model.features[0][0].weight, weights) == skipped
     assert scaler.get_scale() == (init_scale / 4 if skipped else init_scale)
@@ -135,8 +136,8 @@ def test_divergence_is_found_at_the_next_check_and_names_the_steps_since_the_las
     model = GoesNaN(nan_from)
     optimizer, scaler = train.make_optimizer(model, 1e-3), train.make_scaler(CPU, "fp32")
     with pytest.raises(train.Diverged, match=rf"^{where} \(loss nan\)$"):
-        train.train_one_epoch(model, images, labels, optimizer, scaler, 64, torch.Generator().manual_seed(0),
-                              "fp32", None, check_every)
+        train.train_one_epoch(TrainStep(model, optimizer, scaler, images, labels, "fp32", 64),
+                              torch.Generator().manual_seed(0), None, check_every)
     assert model.calls == int(where.split("-")[1])  # stopped at the check, neither before nor after
 
 

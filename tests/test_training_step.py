@@ -1,0 +1,159 @@
+"""The training step on every device: nothing read back from the device inside a step, the GPU's
+step replayed as a CUDA graph with the eager step's numbers, the same seed giving the same numbers,
+and the verification pairs counted on the device as on the CPU."""
+
+import collections
+
+import numpy as np
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+import train
+from models import MODEL_NAMES, build_model
+from training_step import TrainStep
+from verification import device_pair_histograms, pair_histograms
+
+CUDA = torch.cuda.is_available()
+needs_cuda = pytest.mark.skipif(not CUDA, reason="CUDA graphs and CUDA's sync check need a CUDA device")
+
+# Operations that make a GPU wait for the host or the host for the GPU: a tensor made from Python
+# data (a copy to the device), a value read back (.item(), a bool), and results whose size depends
+# on the data, which the host must learn before it can go on.
+WAITS = ("aten.lift_fresh", "aten._local_scalar_dense", "aten.nonzero", "aten.masked_select", "aten._unique",
+         "aten.unique", "aten.bincount", "aten.histc", "aten.repeat_interleave")
+
+
+class RecordOps(TorchDispatchMode):
+    """Counts every aten operation run inside it."""
+
+    def __init__(self):
+        super().__init__()
+        self.counts = collections.Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.counts[str(func)] += 1
+        return func(*args, **(kwargs or {}))
+
+    def waits(self):
+        return {op: count for op, count in self.counts.items() if op.startswith(WAITS)}
+
+
+def precisions(device):
+    if device.type == "cpu":
+        return ["fp32", "fp16"]  # fp16's gradient scaler runs on the CPU too, slowly
+    return ["fp32", "fp16"] + (["bf16"] if torch.cuda.get_device_capability(device) >= (8, 0) else [])
+
+
+def make_step(name, precision, device, digits, batch_size=16, graph=False):
+    images, labels = (torch.from_numpy(a[:6 * batch_size + 8]).to(device) for a in digits)
+    torch.manual_seed(0)
+    model = build_model(name).to(device, memory_format=torch.channels_last)
+    optimizer, scaler = train.make_optimizer(model, 1e-3), train.make_scaler(device, precision)
+    return TrainStep(model, optimizer, scaler, images, labels, precision, batch_size, graph=graph)
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_a_training_step_reads_nothing_back_from_the_device(name, mnist_digits):
+    """On the CPU, every operation of two steps is recorded and none is one that would make a GPU wait
+    (a constant made into a tensor at every step was one); on a GPU, CUDA's own check stops any sync."""
+    for precision in precisions(torch.device("cpu")):
+        step = make_step(name, precision, torch.device("cpu"), mnist_digits)
+        with RecordOps() as recorded:
+            step(torch.arange(16))
+            step(torch.arange(16, 32))
+        assert recorded.counts["aten.convolution_backward.default"] >= 12  # it did record the steps
+        assert recorded.waits() == {}, f"{name} {precision}"
+    if CUDA:
+        cuda = torch.device("cuda")
+        for precision in precisions(cuda):
+            step = make_step(name, precision, cuda, mnist_digits)
+            batches = torch.randperm(96, generator=torch.Generator().manual_seed(0)).to(cuda).split(16)
+            step(batches[0])  # the first step makes the optimizer's and the scaler's state
+            torch.cuda.synchronize()
+            torch.cuda.set_sync_debug_mode("error")
+            try:
+                for index in batches[1:]:
+                    step(index)
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+
+
+def test_an_epoch_reads_the_loss_back_only_at_its_checks(mnist_digits):
+    step = make_step("vgg8_arcface", "fp32", torch.device("cpu"), mnist_digits, batch_size=8)  # 56 images
+    with RecordOps() as recorded:
+        loss = train.train_one_epoch(step, torch.Generator().manual_seed(0), None, check_every=3)
+    assert recorded.waits() == {"aten._local_scalar_dense.default": 3}  # after steps 3, 6 and the last, 7
+    assert loss == pytest.approx(step.loss_sum.item() / 56)
+
+
+def trained_state(step, epochs=2):
+    """Every number the steps change: weights, buffers (the heads' state among them), Adam's moments and
+    step counts, the loss, and the device's random state that dropout and ElasticFace draw from."""
+    generator = torch.Generator().manual_seed(0)
+    losses = [train.train_one_epoch(step, generator, None) for _ in range(epochs)]
+    optimizer_state = [tensor for state in step.optimizer.state.values() for tensor in state.values()]
+    return losses, [*step.model.state_dict().values(), *optimizer_state, torch.cuda.get_rng_state()]
+
+
+@needs_cuda
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_graph_replays_give_the_eager_steps_numbers_bit_for_bit(name, mnist_digits):
+    """Two epochs of 6 full batches and one of 8 images: 3 warm-up steps, the capture, replays, the
+    partial batch eager, then replays only; fp16 steps its optimizer outside the graph."""
+    cuda = torch.device("cuda")
+    for precision in precisions(cuda):
+        eager = make_step(name, precision, cuda, mnist_digits)
+        eager_losses, eager_state = trained_state(eager)
+        graphed = make_step(name, precision, cuda, mnist_digits, graph=True)
+        graph_losses, graph_state = trained_state(graphed)
+        assert graphed.graph is not None, "the step was not captured"
+        assert graph_losses == eager_losses, f"{name} {precision}"
+        assert len(graph_state) == len(eager_state) > 30
+        assert all(torch.equal(a, b) for a, b in zip(graph_state, eager_state)), f"{name} {precision}"
+
+
+def test_graphs_are_refused_off_a_gpu(mnist_digits):
+    with pytest.raises(ValueError, match="CUDA graphs need the images on a CUDA device"):
+        make_step("vgg8_arcface", "fp32", torch.device("cpu"), mnist_digits, graph=True)
+
+
+@pytest.mark.parametrize("n,classes", [(300, 4), (1000, 10), (2, 2)])
+def test_the_device_counts_every_pair_as_the_cpu_reference_does(n, classes, monkeypatch):
+    """On the CPU here, and on the GPU where there is one; small blocks, so that pairs span blocks.
+    Cosines computed in other blocks may differ in their last bit, which moves a pair at a bin's
+    edge to the next bin: at every threshold the counts agree to a ten-thousandth of the pairs."""
+    import verification
+
+    monkeypatch.setattr(verification, "PAIRS_PER_DEVICE_BLOCK", 5000)
+    rng = np.random.default_rng(n)
+    embeddings = rng.normal(size=(n, 3)).astype(np.float32)
+    embeddings[0] = 0  # a zero row is scored 0 with every other
+    labels = rng.integers(0, classes, n)
+    labels[-1] = classes  # a class of one image has no genuine pair
+    reference = pair_histograms(embeddings, labels)
+    assert reference[0].sum() + reference[1].sum() == n * (n - 1) // 2
+    for device in ["cpu"] + (["cuda"] if CUDA else []):
+        on_device = device_pair_histograms(torch.from_numpy(embeddings).to(device), labels)
+        for counts, expected in zip(on_device, reference):
+            assert counts.sum() == expected.sum(), device
+            assert np.abs(np.cumsum(counts - expected)).max() <= 1e-4 * expected.sum() + 1, device
+        figures, expected = verification.summary(*on_device), verification.summary(*reference)
+        assert figures["auc"] == pytest.approx(expected["auc"], abs=1e-4) if n > 2 else figures == expected
+
+
+def test_pairs_on_exact_cosines_fall_in_the_same_bins_on_the_device():
+    """Axis-aligned points have cosines 1, 0 and -1 exactly: every count must agree."""
+    embeddings = np.repeat(np.eye(3, dtype=np.float32), [3, 4, 5], axis=0) * np.array([[1], [-1]] * 6, np.float32)
+    labels = np.arange(12) % 3
+    reference = pair_histograms(embeddings, labels)
+    on_device = device_pair_histograms(torch.from_numpy(embeddings), labels)
+    assert all(np.array_equal(a, b) for a, b in zip(reference, on_device))
+    assert reference[0].sum() == 3 * 6 and reference[1].sum() == 66 - 18
+
+
+def test_the_evaluation_pass_suits_the_device():
+    args = train.parse_args([])
+    assert args.eval_batch_size is None and args.cuda_graphs
+    assert train.EVAL_BATCH_SIZE == {"cpu": 512, "cuda": 4096}
+    assert not train.parse_args(["--no-cuda-graphs"]).cuda_graphs
