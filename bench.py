@@ -151,7 +151,8 @@ def part_train_profile(args):
             seconds = time.perf_counter() - start
     device_seconds = sum(event.self_device_time_total for event in profile.key_averages()
                          if event.device_type == torch.autograd.DeviceType.CUDA) / 1e6
-    steps = -(-len(training.train_labels) // training.args.batch_size)
+    images, batch_size = len(training.train_labels), training.args.batch_size
+    steps = -(-images // batch_size) - (images % batch_size == 1)  # a last batch of one image is dropped
     return {"syncs": sum("synchroniz" in str(w.message) for w in caught), "steps": steps,
             "busy": device_seconds / seconds, "graph": training.step.graph is not None}
 

@@ -27,7 +27,7 @@ from cli import ArgumentParser, finite_float, non_negative_int, positive, seed_i
 from datasets import DATASET_NAMES, DatasetError, balanced_sample, load_dataset
 from metrics import class_means, dominant_subcenters, geometry, outlier_threshold_deg, separation_bound_deg, unit
 from models import MODEL_NAMES, build_model, head_config, to_input
-from training_step import TrainStep, autocast
+from training_step import GraphCaptureError, TrainStep, autocast
 from verification import epoch_metrics
 
 BUILTIN_CLASSES = 10  # the built-in datasets: digits, clothes, hiragana; an image folder has its own
@@ -605,6 +605,10 @@ def main(argv=None):
     except Diverged as diverged:
         raise SystemExit(f"error: training diverged at epoch {training.epoch}, {diverged}; "
                          f"{saved_epochs(training.last_saved)} saved in {args.out_dir}; try a lower --lr")
+    except GraphCaptureError as error:
+        raise SystemExit(f"error: the training step could not be captured as a CUDA graph ({error}); "
+                         f"{saved_epochs(training.last_saved)} saved in {args.out_dir}; go on without graphs: "
+                         f"{resume_command([*argv, '--no-cuda-graphs'])}")
     paths = run_files.run_paths(args.out_dir, args.model)
     print(f"wrote {paths['embeddings']}, {paths['labels']}, {paths['meta']}, {paths['checkpoint']}")
     return 0

@@ -8,7 +8,6 @@ ElasticFace's draws from the device's generator at the same offsets, the heads' 
 (AdaCos's s, CurricularFace's t, AdaFace's statistics) updated in place inside the graph.
 """
 
-import sys
 import warnings
 
 import torch
@@ -25,6 +24,10 @@ def autocast(device, precision):
     return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None, cache_enabled=False)
 
 
+class GraphCaptureError(Exception):
+    """The training step could not be captured as a CUDA graph; the message says why."""
+
+
 class TrainStep:
     """step(index) trains on the batch images[index], labels[index] (index: a tensor of rows on the
     device) and adds its loss times its size to step.loss_sum, a tensor on the device.
@@ -35,8 +38,8 @@ class TrainStep:
     fp16's gradient scaler steps the optimizer outside the graph: whether it skips a step is decided
     on the device, but its bookkeeping is Python's. Capture happens at the first full batch after the
     warm-up, so after a resume has loaded its state; the learning rate is fixed from then on. A
-    capture that fails (an operation CUDA graphs do not support) is reported in one line and the
-    run goes on eagerly.
+    capture that fails raises GraphCaptureError: a failed capture leaves CUDA's stream and random
+    state unfit to go on in the same process, and the run is resumed with --no-cuda-graphs.
     """
 
     def __init__(self, model, optimizer, scaler, images, labels, precision, batch_size, graph=False):
@@ -110,11 +113,8 @@ class TrainStep:
                 if not self.scaler.is_enabled():
                     self.step_optimizer()
         except RuntimeError as error:
-            print(f"warning: the training step cannot be replayed as a CUDA graph here, so it runs eagerly "
-                  f"({str(error).splitlines()[0]})", file=sys.stderr)
-            self.use_graph = False
-            self.eager(index)
-            return
+            cause = error.__context__ or error  # capture_end's own message only says that something failed
+            raise GraphCaptureError(str(cause).strip().splitlines()[0]) from error
         self.graph, self.graph_grads = graph, [parameter.grad for parameter in self.parameters()]
         self.graph.replay()
         self.step_optimizer_outside_graph()

@@ -16,7 +16,7 @@ from metrics import angle_deg, class_means, unit
 SCORE_BINS = 2 ** 16
 FARS = (0.01, 0.001)  # the false accept rates at which the true accept rate is reported
 ROWS_PER_BLOCK = 1024  # rows of the cosine matrix computed at once: at most 1024 x 10,000 floats, 40 MB
-PAIRS_PER_DEVICE_BLOCK = 2 ** 24  # pairs scored at once on a GPU: their cosines and keys take about 200 MB
+PAIRS_PER_DEVICE_BLOCK = 2 ** 24  # pairs scored at once on a GPU: their cosines, keys and sort take about 400 MB
 
 
 def score_bin(scores):
@@ -68,7 +68,7 @@ def device_pair_histograms(embeddings, labels):
     directions = torch.nn.functional.normalize(embeddings.double()).float()  # as unit(): zero rows stay zero
     labels = torch.as_tensor(np.asarray(labels), device=device)
     n = len(labels)
-    edges = torch.arange(2 * SCORE_BINS + 1, device=device)
+    edges = torch.arange(2 * SCORE_BINS + 1, dtype=torch.int32, device=device)  # the keys' dtype
     counts = torch.zeros(2 * SCORE_BINS, dtype=torch.int64, device=device)
     rows_per_block = max(1, PAIRS_PER_DEVICE_BLOCK // max(n, 1))
     for start in range(0, n, rows_per_block):

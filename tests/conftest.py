@@ -57,6 +57,17 @@ def tiny_mnist(tmp_path_factory, mnist_digits):
     return str(data_dir)
 
 
+@pytest.fixture(autouse=True)
+def deterministic_mode_restored():
+    """train.set_up turns on deterministic algorithms for a GPU, for the whole process: each test
+    starts from the mode the one before it found."""
+    import torch
+
+    before = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    yield
+    torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+
+
 @pytest.fixture
 def no_network(monkeypatch):
     """Any attempt to download fails at once, as on a machine without network."""

@@ -201,6 +201,26 @@ def test_a_save_that_fails_ends_in_one_line_and_keeps_the_epochs_done(tiny_mnist
     assert len(embeddings) >= 2 and np.isfinite(embeddings).all()
 
 
+def test_a_step_that_cannot_be_captured_ends_in_one_line_and_says_how_to_go_on(tiny_mnist, tmp_path, monkeypatch):
+    """What a GPU whose capture fails sees: the epochs done kept, and the resume command without graphs."""
+    from training_step import GraphCaptureError, TrainStep
+
+    class FailsInEpochTwo(TrainStep):
+        steps = 0
+
+        def __call__(self, index):
+            FailsInEpochTwo.steps += 1
+            if FailsInEpochTwo.steps > 7:  # epoch 1: 7 steps of 64 of the 400 images
+                raise GraphCaptureError("operation not permitted when stream is capturing")
+            super().__call__(index)
+
+    monkeypatch.setattr(train, "TrainStep", FailsInEpochTwo)
+    result = run(TRAIN, *tiny_args(tiny_mnist, tmp_path, "--epochs", "3"))
+    assert_clean_error(result, "could not be captured as a CUDA graph (operation not permitted when stream is "
+                       "capturing)", "epochs 0-1 were saved", "--epochs 3 --no-cuda-graphs --resume", code=1)
+    assert load_run(str(tmp_path), "vgg8_arcface")[2]["epochs_completed"] == 1
+
+
 def test_signals_during_a_save_wait_for_the_save_to_finish():
     from train import SignalGuard, Stop
 

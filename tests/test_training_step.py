@@ -46,6 +46,7 @@ def precisions(device):
 
 
 def make_step(name, precision, device, digits, batch_size=16, graph=False):
+    train.make_deterministic(device)  # as train.py runs a GPU
     images, labels = (torch.from_numpy(a[:6 * batch_size + 8]).to(device) for a in digits)
     torch.manual_seed(0)
     model = build_model(name).to(device, memory_format=torch.channels_last)
