@@ -177,7 +177,7 @@ def part_train_seed(args):
     from torchvision import transforms
     from tqdm import tqdm
 
-    from datasets import load_dataset
+    from embedviz.datasets import load_dataset
     from models import VGG8, build_head, head_config
 
     class PILDataset(torch.utils.data.Dataset):  # what torchvision's MNIST.__getitem__ does per sample
@@ -244,7 +244,7 @@ def clustered_sphere_points(n_frames, n_points, seed=0):
 
 
 def part_render_ours(args):
-    import render
+    from embedviz import render
 
     points, labels = clustered_sphere_points(args.frames, args.points)
     jobs = [([(frame, labels, None, None, None)], f"bench - epoch {k}", None) for k, frame in enumerate(points)]

@@ -7,7 +7,7 @@ import inspect
 import torch
 import torch.nn as nn
 
-import run_files
+from embedviz import run_files
 from losses import AdaCos, AdaFace, CurricularFace, ElasticFace, MagFace, MarginHead, Softmax, SubCenterArcFace
 
 HEADS = {head.kind: head for head in (Softmax, MarginHead, AdaCos, SubCenterArcFace, CurricularFace, ElasticFace,

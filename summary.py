@@ -13,7 +13,8 @@ import sys
 
 import numpy as np
 
-from curves import TAR_AT_1E3, value_at
+from embedviz.curves import TAR_AT_1E3, value_at
+
 COLUMNS = [  # (heading, path of keys into the last history entry, scale, unit, decimals)
     ("closed-set accuracy", ("val_accuracy",), 100, "%", 1),
     ("seen TAR @ FAR 1e-3", ("verification", "seen", *TAR_AT_1E3), 100, "%", 1),

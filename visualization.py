@@ -15,11 +15,10 @@ import imageio.v3 as iio
 import numpy as np
 from tqdm import tqdm
 
-import render
-import run_files
-from cli import ArgumentParser, finite_float, non_negative_int, positive
-from curves import has_metrics, plot_metrics, plot_roc
-from verification import roc_curves
+from embedviz import render, run_files
+from embedviz.cli import ArgumentParser, finite_float, non_negative_int, positive
+from embedviz.curves import has_metrics, plot_metrics, plot_roc
+from embedviz.verification import roc_curves
 
 # GIF delays are in 10 ms units, and browsers show delays under 20 ms as about 100 ms
 MAX_GIF_FPS = 50
@@ -175,7 +174,7 @@ def animate(args, runs, split, name):
 
 def write_pages(args, runs, splits):
     """The interactive page of each 3-D run, one per split, named like the animations; returns the paths."""
-    from interactive import write_html  # plotly: imported only when pages are asked for
+    from embedviz.interactive import write_html  # plotly: imported only when pages are asked for
 
     for run in runs:
         if run.dim != 3:
@@ -194,7 +193,7 @@ def write_pages(args, runs, splits):
 
 def write_projectors(args, runs):
     """The projector files of each run, in M_projector/: one epoch, every point, its image in the sprite."""
-    from projector import write_projector
+    from embedviz.projector import write_projector
 
     written = []
     for run in runs:
@@ -209,7 +208,7 @@ def write_projectors(args, runs):
 def draw_images(args, runs):
     """The pictures of the images behind the points, at --epoch or the last: M_misfits.png of every
     run, and M_outliers.png of each Sub-center ArcFace run."""
-    from gallery import MAX_MISFITS, misfits, plot_misfits, plot_outliers, subcenter_outliers
+    from embedviz.gallery import MAX_MISFITS, misfits, plot_misfits, plot_outliers, subcenter_outliers
 
     written = []
     for run in runs:

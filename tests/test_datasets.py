@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import write_mnist_layout
-from datasets import TORCHVISION_DATASETS, DatasetError, balanced_sample, load_dataset, unpack_archives
+from embedviz.datasets import TORCHVISION_DATASETS, DatasetError, balanced_sample, load_dataset, unpack_archives
 
 
 def test_reads_idx_files_in_the_torchvision_layout_without_network(tiny_mnist, mnist_digits, no_network):

@@ -15,8 +15,8 @@ import torch
 
 import train
 from conftest import ROOT, call_main, run_script
-from datasets import load_dataset
-from render import gif_durations
+from embedviz.datasets import load_dataset
+from embedviz.render import gif_durations
 
 EPOCHS = 2
 
@@ -100,7 +100,7 @@ def test_same_seed_same_embeddings_other_seed_not(tiny_mnist, tmp_path):
 
 
 def test_killed_run_leaves_files_holding_the_epochs_done(tiny_mnist, tmp_path):
-    from run_files import load_run
+    from embedviz.run_files import load_run
 
     process = subprocess.Popen([sys.executable, os.path.join(ROOT, "train.py"), "--model", "vgg8_arcface",
                                 "--epochs", "500", *train_args(tiny_mnist, tmp_path)],

@@ -12,11 +12,11 @@ import time
 import numpy as np
 import pytest
 
-import run_files
 import train
 import visualization
 from conftest import ROOT, call_main, write_idx, write_mnist_layout
-from run_files import load_run
+from embedviz import run_files
+from embedviz.run_files import load_run
 
 TRAIN, DRAW = train.main, visualization.main
 
@@ -203,7 +203,7 @@ def test_a_save_that_fails_ends_in_one_line_and_keeps_the_epochs_done(tiny_mnist
 
 def test_a_step_that_cannot_be_captured_ends_in_one_line_and_says_how_to_go_on(tiny_mnist, tmp_path, monkeypatch):
     """What a GPU whose capture fails sees: the epochs done kept, and the resume command without graphs."""
-    from training_step import GraphCaptureError, TrainStep
+    from embedviz.training_step import GraphCaptureError, TrainStep
 
     class FailsInEpochTwo(TrainStep):
         steps = 0

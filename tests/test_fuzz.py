@@ -9,8 +9,8 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import run_files
-from datasets import DatasetError, idx_count
+from embedviz import run_files
+from embedviz.datasets import DatasetError, idx_count
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

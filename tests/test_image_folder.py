@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import image_folder
 import train
 from conftest import call_main
-from datasets import load_dataset
+from embedviz import image_folder
+from embedviz.datasets import load_dataset
 from models import load_model, to_input
 
 HUES = np.arange(12) / 12
@@ -142,7 +142,7 @@ def test_a_colour_folder_trains_draws_and_rebuilds_end_to_end(colour_folder, tmp
             "--epochs", "3", "--batch-size", "32", "--lr", "3e-3", "--precision", "fp32"]
     result = call_main(train.main, *args)
     assert result.returncode == 0, result.stderr
-    from run_files import load_images, load_run
+    from embedviz.run_files import load_images, load_run
 
     embeddings, labels, meta = load_run(str(tmp_path), "vgg8_arcface")
     assert meta["dataset"] == "imagefolder" and len(meta["class_names"]) == 12 and embeddings.shape[1] == 290 + 72
@@ -170,7 +170,7 @@ def test_a_colour_folder_trains_draws_and_rebuilds_end_to_end(colour_folder, tmp
 
 
 def test_more_classes_than_tab20_get_distinct_colours_and_fit_one_gif_palette():
-    import render
+    from embedviz import render
 
     for n in (12, 20, 37, 100):
         colours = {tuple(np.round(c, 4)) for c in render.class_colors(n)}
@@ -178,7 +178,7 @@ def test_more_classes_than_tab20_get_distinct_colours_and_fit_one_gif_palette():
 
 
 def test_beyond_twenty_classes_the_gif_leaves_the_legend_to_the_page():
-    from render import EmbeddingFigure
+    from embedviz.render import EmbeddingFigure
 
     figure = EmbeddingFigure([f"c{i}" for i in range(25)], 4)
     assert figure.fig.legends == []
@@ -205,7 +205,7 @@ def test_damaged_pngs_and_names_that_are_not_utf8_are_handled(tmp_path, digits_b
 
 
 def test_a_new_run_replaces_the_images_of_an_old_one_and_resume_refuses_other_classes(tmp_path, digits_by_class):
-    from run_files import load_images
+    from embedviz.run_files import load_images
 
     first = write_folder(tmp_path / "first", {"a": digits_by_class[0][:10], "b": digits_by_class[1][:10]})
     other = write_folder(tmp_path / "other", {"x": digits_by_class[2][:10], "y": digits_by_class[3][:10]})
@@ -220,7 +220,7 @@ def test_a_new_run_replaces_the_images_of_an_old_one_and_resume_refuses_other_cl
 
 
 def test_class_names_with_dollar_signs_are_drawn_as_written(tmp_path):
-    from render import EmbeddingFigure
+    from embedviz.render import EmbeddingFigure
 
     figure = EmbeddingFigure(["$\\frac", "$5 to $6"], 4)
     figure.render([(np.eye(3)[:2], np.array([0, 1]), None, None, None)], "t")  # mathtext would fail to parse

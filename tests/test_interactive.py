@@ -12,9 +12,9 @@ import pytest
 from matplotlib.colors import to_hex
 from PIL import Image
 
-from interactive import build_figure, write_html
-from sampling import balanced_rows
-from render import class_colors
+from embedviz.interactive import build_figure, write_html
+from embedviz.render import class_colors
+from embedviz.sampling import balanced_rows
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 CHROME_FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

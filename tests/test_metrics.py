@@ -3,8 +3,8 @@ import math
 import numpy as np
 import pytest
 
-from curves import panels_of, plot_metrics, series
-from metrics import TAMMES_DEG, angle_deg, class_means, geometry, separation_bound_deg
+from embedviz.curves import panels_of, plot_metrics, series
+from embedviz.metrics import TAMMES_DEG, angle_deg, class_means, geometry, separation_bound_deg
 
 
 def on_circle(degrees):

@@ -5,10 +5,10 @@ import math
 
 import pytest
 import torch
+from test_losses import hand_target
 
 from losses import AdaCos, AdaFace, CurricularFace, ElasticFace, MagFace, SubCenterArcFace, margin_target
 from models import PRESETS, build_head, head_config
-from test_losses import hand_target
 
 NEW_HEADS = ["vgg8_adacos", "vgg8_subcenter", "vgg8_curricularface", "vgg8_elasticface", "vgg8_magface", "vgg8_adaface"]
 WEIGHTS = torch.tensor([[1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0], [-1.0, 0, 0]], dtype=torch.float64) * 3.0
@@ -187,13 +187,13 @@ def test_per_sample_targets_never_rise_with_the_angle(per_sample):
 # ---------------------------------------------------------------- end to end, on 400 real digits
 
 def tiny_run(data_dir, out_dir, model, *extra):
-    from conftest import call_main
     import train
+    from conftest import call_main
 
     result = call_main(train.main, "--model", model, "--data-dir", data_dir, "--out-dir", out_dir, "--train-points",
                        "100", "--batch-size", "64", "--lr", "3e-3", "--precision", "fp32", *extra)
     assert result.returncode == 0, result.stderr
-    from run_files import load_run
+    from embedviz.run_files import load_run
     return load_run(str(out_dir), model)
 
 

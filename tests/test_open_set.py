@@ -6,9 +6,9 @@ import torch
 
 import train
 from conftest import call_main
-from training_step import TrainStep
-from run_files import load_run
-from verification import epoch_metrics
+from embedviz.run_files import load_run
+from embedviz.training_step import TrainStep
+from embedviz.verification import epoch_metrics
 
 UNSEEN = ["6", "7", "8", "9"]
 

@@ -6,11 +6,12 @@ import torch
 
 import train
 from conftest import call_main
-from datasets import load_dataset
+from embedviz import devices
+from embedviz.datasets import load_dataset
+from embedviz.metrics import angle_deg
+from embedviz.training_step import TrainStep
 from losses import Head
-from metrics import angle_deg
 from models import build_model, load_model, to_input
-from training_step import TrainStep
 
 CPU = torch.device("cpu")
 
@@ -42,7 +43,7 @@ def test_inputs_are_scaled_to_minus_one_one_in_channels_last():
     ("fp16", "cuda", (8, 0), None, "fp16"),
 ])
 def test_precision_is_what_the_device_runs_natively_and_fast(requested, device_type, capability, cpu_bf16, expected):
-    assert train.choose_precision(requested, device_type, capability, cpu_bf16) == expected
+    assert devices.choose_precision(requested, device_type, capability, cpu_bf16) == expected
 
 
 @pytest.mark.parametrize("requested,device_type,capability,cpu_bf16,message", [
@@ -53,12 +54,12 @@ def test_precision_is_what_the_device_runs_natively_and_fast(requested, device_t
     ("fp16", "cpu", None, 2.5, "this CPU has no tensor cores"),
 ])
 def test_a_precision_the_device_does_not_run_is_refused(requested, device_type, capability, cpu_bf16, message):
-    with pytest.raises(train.PrecisionError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        train.choose_precision(requested, device_type, capability, cpu_bf16)
+    with pytest.raises(devices.PrecisionError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        devices.choose_precision(requested, device_type, capability, cpu_bf16)
 
 
 def test_the_cpus_bf16_speedup_is_measured_and_none_where_it_is_not_native():
-    device_type, capability, speedup = train.hardware(CPU)
+    device_type, capability, speedup = devices.hardware(CPU)
     assert device_type == "cpu" and capability is None
     native = torch.ops.mkldnn._is_mkldnn_bf16_supported() and (torch.cpu._is_avx512_bf16_supported()
                                                                 or torch.cpu._is_amx_tile_supported())
@@ -183,7 +184,7 @@ def test_load_model_rebuilds_the_best_network_from_its_checkpoint_alone(fp32_run
 
 
 def test_load_model_refuses_a_file_that_is_not_a_model_checkpoint(fp32_run, tmp_path):
-    from run_files import RunFileError
+    from embedviz.run_files import RunFileError
 
     torch.save({"model_state": {}}, tmp_path / "weights.pth")
     with pytest.raises(RunFileError, match="weights.pth does not describe a model"):

@@ -10,9 +10,10 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import train
+from embedviz import devices
+from embedviz.training_step import TrainStep
+from embedviz.verification import device_pair_histograms, pair_histograms
 from models import MODEL_NAMES, build_model
-from training_step import TrainStep
-from verification import device_pair_histograms, pair_histograms
 
 CUDA = torch.cuda.is_available()
 needs_cuda = pytest.mark.skipif(not CUDA, reason="CUDA graphs and CUDA's sync check need a CUDA device")
@@ -46,7 +47,7 @@ def precisions(device):
 
 
 def make_step(name, precision, device, digits, batch_size=16, graph=False):
-    train.make_deterministic(device)  # as train.py runs a GPU
+    devices.make_deterministic(device)  # as train.py runs a GPU
     images, labels = (torch.from_numpy(a[:6 * batch_size + 8]).to(device) for a in digits)
     torch.manual_seed(0)
     model = build_model(name).to(device, memory_format=torch.channels_last)
@@ -124,7 +125,7 @@ def test_the_device_counts_every_pair_as_the_cpu_reference_does(n, classes, monk
     """On the CPU here, and on the GPU where there is one; small blocks, so that pairs span blocks.
     Cosines computed in other blocks may differ in their last bit, which moves a pair at a bin's
     edge to the next bin: at every threshold the counts agree to a ten-thousandth of the pairs."""
-    import verification
+    from embedviz import verification
 
     monkeypatch.setattr(verification, "PAIRS_PER_DEVICE_BLOCK", 5000)
     rng = np.random.default_rng(n)
@@ -156,5 +157,5 @@ def test_pairs_on_exact_cosines_fall_in_the_same_bins_on_the_device():
 def test_the_evaluation_pass_suits_the_device():
     args = train.parse_args([])
     assert args.eval_batch_size is None and args.cuda_graphs
-    assert train.EVAL_BATCH_SIZE == {"cpu": 512, "cuda": 4096}
+    assert devices.EVAL_BATCH_SIZE == {"cpu": 512, "cuda": 4096}
     assert not train.parse_args(["--no-cuda-graphs"]).cuda_graphs

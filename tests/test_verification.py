@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from verification import (gallery_split, histograms, open_set_auroc, pair_histograms, summary, unseen_geometry,
-                          verification)
+from embedviz.verification import (gallery_split, histograms, open_set_auroc, pair_histograms, summary, unseen_geometry,
+                                   verification)
 
 
 def test_a_roc_small_enough_to_count_by_hand():
@@ -72,7 +72,7 @@ def test_all_pairs_of_the_rows_are_counted_once_and_scored_by_their_cosine():
 
 
 def test_blocks_of_rows_count_the_same_pairs_as_one_block(monkeypatch):
-    import verification as module
+    from embedviz import verification as module
 
     rng = np.random.default_rng(1)
     embeddings, labels = rng.normal(size=(50, 3)), rng.integers(0, 4, 50)
@@ -125,7 +125,7 @@ def test_unseen_geometry_of_caps_at_known_angles():
 
 
 def test_roc_curves_of_a_frame_per_group_from_0_0_to_1_1():
-    from verification import roc_curves
+    from embedviz.verification import roc_curves
 
     rng = np.random.default_rng(2)
     labels = np.r_[np.arange(30) % 3, np.arange(20) % 3, 3 + np.arange(16) % 2]

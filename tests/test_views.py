@@ -6,11 +6,11 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 
-import render
 import train
 import visualization
 from conftest import call_main
-from render import EmbeddingFigure, on_unit_sphere
+from embedviz import render
+from embedviz.render import EmbeddingFigure, on_unit_sphere
 
 PANEL = 640  # pixels
 
@@ -167,8 +167,8 @@ def test_raw_view_files_and_page(runs):
     gif = runs / "comparison_Validation_Embeddings_raw.gif"
     assert f"wrote {gif}" in result.stdout and iio.imread(gif, index=None).shape[1:3] == (PANEL, 2 * PANEL)
     draw(runs, "--model", "vgg8_softmax", "--split", "val", "--space", "raw", "--html", "--html-points", "50")
-    from interactive import build_figure
-    from run_files import drawn_rows, load_run
+    from embedviz.interactive import build_figure
+    from embedviz.run_files import drawn_rows, load_run
 
     embeddings, labels, meta = load_run(str(runs), "vgg8_softmax")
     figure = build_figure(embeddings, labels, meta, "val", max_points=1000, space="raw")
@@ -194,7 +194,7 @@ def test_subcenter_runs_draw_every_sub_centre_and_their_outliers(tiny_mnist, tmp
 
 
 def test_outliers_are_the_points_beyond_the_threshold_farthest_first():
-    from gallery import subcenter_outliers
+    from embedviz.gallery import subcenter_outliers
 
     centres = [[[1, 0, 0], [0, 0, 1]], [[0, 1, 0], [0, 0, -1]]]  # class 0 dominant: x, class 1: y
     angles = [0, 10, 50, 80, 5, 40]  # rows 0-3 class 0, about x in the x-y plane; 4-5 class 1, about y
@@ -208,7 +208,7 @@ def test_outliers_are_the_points_beyond_the_threshold_farthest_first():
 
 
 def test_misfits_are_the_validation_points_nearer_another_class_mean_farthest_first():
-    from gallery import misfits
+    from embedviz.gallery import misfits
 
     def at(degrees):  # a point in the x-y plane
         return [np.cos(np.radians(degrees)), np.sin(np.radians(degrees)), 0.0]
@@ -224,8 +224,8 @@ def test_misfits_are_the_validation_points_nearer_another_class_mean_farthest_fi
 
 
 def test_misfits_agree_with_the_runs_nearest_class_mean_accuracy(runs):
-    from gallery import misfits
-    from run_files import load_run
+    from embedviz.gallery import misfits
+    from embedviz.run_files import load_run
 
     embeddings, labels, meta = load_run(str(runs), "vgg8_arcface")
     n_val = meta["splits"]["val"][1] - meta["splits"]["val"][0]
@@ -242,7 +242,7 @@ def test_projector_files_follow_tensorboards_format(runs):
     from PIL import Image
     from tensorboard.plugins.projector.projector_config_pb2 import ProjectorConfig
 
-    from run_files import load_images, load_run
+    from embedviz.run_files import load_images, load_run
 
     result = draw(runs, "--model", "vgg8_arcface", "--split", "val", "--projector", "1")
     folder = runs / "vgg8_arcface_projector"
@@ -269,7 +269,7 @@ def test_projector_files_follow_tensorboards_format(runs):
 
 
 def test_a_sprite_too_large_for_tensorboard_is_scaled_down():
-    from projector import MAX_SPRITE_PIXELS, sprite_image
+    from embedviz.projector import MAX_SPRITE_PIXELS, sprite_image
 
     images = np.zeros((4200, 128, 128), np.uint8)  # a 65 x 65 grid: 8,320 pixels at full size
     images[-1] = 255

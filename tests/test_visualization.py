@@ -3,7 +3,8 @@ import pytest
 
 import visualization
 from conftest import call_main
-from render import EmbeddingFigure, class_colors, gif_durations, gif_palette, on_unit_sphere, render_frames, to_palette
+from embedviz.render import (EmbeddingFigure, class_colors, gif_durations, gif_palette, on_unit_sphere, render_frames,
+                             to_palette)
 
 
 def test_gif_durations_keep_125_ms_frames_in_hundredths_and_hold_the_last():

@@ -13,7 +13,7 @@ import os
 import numpy as np
 from PIL import Image
 
-import run_files
+from embedviz import run_files
 
 MAX_SPRITE_PIXELS = 8192  # TensorBoard's limit on either side of the sprite image
 

@@ -11,7 +11,7 @@ trained on a GPU counts its pairs there (device_pair_histograms), where 50 milli
 
 import numpy as np
 
-from metrics import angle_deg, class_means, unit
+from embedviz.metrics import angle_deg, class_means, unit
 
 SCORE_BINS = 2 ** 16
 FARS = (0.01, 0.001)  # the false accept rates at which the true accept rate is reported

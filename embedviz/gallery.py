@@ -9,8 +9,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from metrics import angle_deg, class_means, dominant_subcenters, unit  # noqa: E402
-from render import literal  # noqa: E402
+from embedviz.metrics import angle_deg, class_means, dominant_subcenters, unit  # noqa: E402
+from embedviz.render import literal  # noqa: E402
 
 MAX_PER_CLASS = 12  # images shown of a class's outliers, farthest first
 MISFIT_COLUMNS, MAX_MISFITS = 8, 48  # a page of them

@@ -12,16 +12,10 @@ import warnings
 
 import torch
 
+from embedviz.devices import autocast
 from models import to_input
 
 WARMUP_STEPS = 3  # eager steps before capture: the optimizer's state, cuDNN's plans and the allocator settle
-
-
-def autocast(device, precision):
-    """Autocast of the convolutions in bf16 or fp16, off for fp32. The cast weights are not cached:
-    a cache kept across a graph's capture would free memory the graph reads (the numbers are the same)."""
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None, cache_enabled=False)
 
 
 class GraphCaptureError(Exception):

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import torch
 from torchvision import datasets as tv_datasets
 
-from image_folder import ImageFolderError, load_image_folder
-from sampling import balanced_rows
+from embedviz.image_folder import ImageFolderError, load_image_folder
+from embedviz.sampling import balanced_rows
 
 TORCHVISION_DATASETS = {
     "mnist": tv_datasets.MNIST,

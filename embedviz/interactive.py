@@ -2,7 +2,7 @@
 sphere that can be turned with the mouse, an epoch slider, a play button, and a legend that hides
 and shows classes. plotly.js is embedded, so the page works offline.
 
-    import interactive, run_files
+    from embedviz import interactive, run_files
     embeddings, labels, meta = run_files.load_run("data", "vgg8_arcface")
     interactive.write_html("data/vgg8_arcface_Validation_Embeddings.html", embeddings, labels, meta, "val")
 """
@@ -16,9 +16,9 @@ import numpy as np
 from matplotlib.colors import to_hex
 from PIL import Image
 
-import run_files
-from render import SPLIT_TITLES, class_colors, on_unit_sphere, placed
-from sampling import balanced_rows
+from embedviz import run_files
+from embedviz.render import SPLIT_TITLES, class_colors, on_unit_sphere, placed
+from embedviz.sampling import balanced_rows
 
 DECIMALS = 4           # coordinates written to the page; 1e-4 of the radius is below a pixel
 AXIS_RANGE = [-1.05, 1.05]
