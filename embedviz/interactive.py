@@ -78,69 +78,73 @@ def build_figure(embeddings, labels, meta, split, max_points=2000, seed=0, space
     rows = page_rows(labels, meta, split, max_points, seed)
     points, valid, box = placed(embeddings[:, rows], space)  # (frames, rows, 3), (frames, rows), half-width
     edge = box / 1.05 if space == "raw" else 1.0  # where a raw view draws the weights' directions
-    row_labels = labels[rows]
-    members = [row_labels == c for c in range(len(class_names))]
-    # the indices only change from frame to frame when a frame leaves some points out
-    per_frame_indices = not valid.all()
-
-    def class_traces(k, with_indices):
-        """Frame k's points of each class; customdata: their row indices in the run, for the hover."""
-        traces = []
-        for member in members:
-            shown = member & valid[k]
-            trace = {"type": "scatter3d", **coordinates(points[k, shown])}
-            if with_indices:
-                trace["customdata"] = rows[shown].tolist()
-            traces.append(trace)
-        return traces
-
+    members = [labels[rows] == c for c in range(len(class_names))]
     weights = [entry.get("class_weights") for entry in history]
     has_weights = any(w is not None for w in weights)
 
-    def weight_trace(k):
-        if weights[k] is None:
-            return {"type": "scatter3d", "x": [], "y": [], "z": [], "text": [], "marker": {"color": []}}
-        rows = [[np.nan] * embeddings.shape[-1] if w is None else w for w in weights[k]]  # None: held out
-        unit, ok = on_unit_sphere(np.asarray(rows, np.float64))
-        ok = np.flatnonzero(ok)
-        return {"type": "scatter3d", **coordinates(unit[ok] * edge), "text": [class_names[c] for c in ok],
-                "marker": {"color": [colors[c] for c in ok]}}
+    def frame_traces(k, with_indices):
+        classes = [class_trace(points[k], member & valid[k], rows, with_indices) for member in members]
+        return classes + ([weight_trace(weights[k], class_names, colors, edge)] if has_weights else [])
 
-    unseen = set(meta.get("unseen_classes", []))  # held out of training: hollow rings
     data = [sphere_wireframe() if space == "sphere" else
             {"type": "scatter3d", "mode": "lines", "x": [], "y": [], "z": [], "hoverinfo": "skip", "showlegend": False}]
-    for c, trace in enumerate(class_traces(0, with_indices=True)):
+    data += styled(frame_traces(0, with_indices=True), class_names, colors, set(meta.get("unseen_classes", [])))
+    per_frame_indices = not valid.all()  # the indices only change when a frame leaves some points out
+    frames = [{"name": str(k), "data": frame_traces(k, per_frame_indices), "traces": list(range(1, len(data))),
+               "layout": {"title": {"text": frame_title(meta, split, entry)}}} for k, entry in enumerate(history)]
+    return {"data": data, "layout": figure_layout(history, frames[0]["layout"]["title"]["text"], box, edge, space),
+            "frames": frames}
+
+
+def class_trace(points, shown, rows, with_indices):
+    """One class's points of a frame; customdata: their row indices in the run, for the hover."""
+    trace = {"type": "scatter3d", **coordinates(points[shown])}
+    if with_indices:
+        trace["customdata"] = rows[shown].tolist()
+    return trace
+
+
+def weight_trace(weights, class_names, colors, edge):
+    """A frame's class weights as directions at `edge`; a class held out has None."""
+    if weights is None:
+        return {"type": "scatter3d", "x": [], "y": [], "z": [], "text": [], "marker": {"color": []}}
+    rows = [[np.nan] * 3 if w is None else w for w in weights]
+    unit, ok = on_unit_sphere(np.asarray(rows, np.float64))
+    ok = np.flatnonzero(ok)
+    return {"type": "scatter3d", **coordinates(unit[ok] * edge), "text": [class_names[c] for c in ok],
+            "marker": {"color": [colors[c] for c in ok]}}
+
+
+def styled(traces, class_names, colors, unseen):
+    """The first frame's traces with their names, markers and hover texts, which later frames keep:
+    classes held out of training as hollow rings, the class weights as outlined diamonds."""
+    for c, trace in enumerate(traces[:len(class_names)]):
         name = f"{class_names[c]} (unseen)" if c in unseen else class_names[c]
         trace.update(name=name, legendgroup=class_names[c], mode="markers",
                      marker={"size": POINT_SIZE * 1.6, "symbol": "circle-open", "color": colors[c]} if c in unseen
                      else {"size": POINT_SIZE, "color": colors[c], "line": {"width": 0}},
                      hovertemplate=f"class {name}<br>sample %{{customdata}}<extra></extra>")
-        data.append(trace)
-    if has_weights:
-        trace = weight_trace(0)
+    for trace in traces[len(class_names):]:
         trace.update(name="class weights", mode="markers",
                      marker={**trace["marker"], "symbol": "diamond", "size": WEIGHT_SIZE,
                              "line": {"color": "black", "width": 1.5}},
                      hovertemplate="class weight %{text}<extra></extra>")
-        data.append(trace)
-    moved = list(range(1, len(data)))  # every trace but the sphere
+    return traces
 
-    frames = []
-    for k, entry in enumerate(history):
-        frame_data = class_traces(k, per_frame_indices) + ([weight_trace(k)] if has_weights else [])
-        frames.append({"name": str(k), "data": frame_data, "traces": moved,
-                       "layout": {"title": {"text": frame_title(meta, split, entry)}}})
 
-    def animate(frame_names, frame_ms):
-        """The args of Plotly.animate: go to (or play through) frame_names, frame_ms per frame."""
-        return [frame_names, {"mode": "immediate", "fromcurrent": True, "transition": {"duration": 0},
-                              "frame": {"duration": frame_ms, "redraw": True}}]
+def animate_args(frame_names, frame_ms):
+    """The args of Plotly.animate: go to (or play through) frame_names, frame_ms per frame."""
+    return [frame_names, {"mode": "immediate", "fromcurrent": True, "transition": {"duration": 0},
+                          "frame": {"duration": frame_ms, "redraw": True}}]
 
+
+def figure_layout(history, title, box, edge, space):
+    """Fixed axes, the camera, the legend, the play and pause buttons and the epoch slider."""
     axis = {"range": [-box, box] if space == "raw" else AXIS_RANGE, "autorange": False,
             "tickvals": [-edge, 0, edge], "zeroline": space == "raw",
             "showspikes": False, "backgroundcolor": "white"}
-    layout = {
-        "title": {"text": frames[0]["layout"]["title"]["text"], "x": 0.5},
+    return {
+        "title": {"text": title, "x": 0.5},
         "template": "plotly_white",
         "scene": {"xaxis": {**axis, "title": {"text": "x"}}, "yaxis": {**axis, "title": {"text": "y"}},
                   "zaxis": {**axis, "title": {"text": "z"}}, "aspectmode": "cube",
@@ -155,18 +159,17 @@ def build_figure(embeddings, labels, meta, split, max_points=2000, seed=0, space
             "type": "buttons", "direction": "left", "showactive": False, "x": 0.0, "y": 0.0,
             "xanchor": "left", "yanchor": "top", "pad": {"t": 45, "r": 10},
             "buttons": [
-                {"label": "▶ Play", "method": "animate", "args": animate(None, PLAY_FRAME_MS)},
-                {"label": "❚❚ Pause", "method": "animate", "args": animate([None], 0)},
+                {"label": "▶ Play", "method": "animate", "args": animate_args(None, PLAY_FRAME_MS)},
+                {"label": "❚❚ Pause", "method": "animate", "args": animate_args([None], 0)},
             ],
         }],
         "sliders": [{
             "active": 0, "x": 0.2, "len": 0.8, "y": 0.0, "yanchor": "top", "pad": {"t": 30},
             "currentvalue": {"prefix": "epoch ", "visible": True, "xanchor": "left"},
-            "steps": [{"label": str(entry["epoch"]), "method": "animate", "args": animate([str(k)], 0)}
+            "steps": [{"label": str(entry["epoch"]), "method": "animate", "args": animate_args([str(k)], 0)}
                       for k, entry in enumerate(history)],
         }],
     }
-    return {"data": data, "layout": layout, "frames": frames}
 
 
 def page_rows(labels, meta, split, max_points, seed):
