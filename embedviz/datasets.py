@@ -13,16 +13,11 @@ import zlib
 from dataclasses import dataclass
 
 import torch
-from torchvision import datasets as tv_datasets
 
 from embedviz.image_folder import ImageFolderError, load_image_folder
 from embedviz.sampling import balanced_rows
 
-TORCHVISION_DATASETS = {
-    "mnist": tv_datasets.MNIST,
-    "fashion-mnist": tv_datasets.FashionMNIST,
-    "kmnist": tv_datasets.KMNIST,
-}
+TORCHVISION_DATASETS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "kmnist": "KMNIST"}  # torchvision's classes
 DATASET_NAMES = (*TORCHVISION_DATASETS, "mnist-sample", "imagefolder")
 SAMPLE_VAL_FRACTION = 0.2  # mnist-sample: 4,000 train / 1,000 val
 
@@ -65,7 +60,7 @@ def load_dataset(name, data_dir, seed, warn=print, image_size=28):
                        source=f"{data_dir}, {image_size}x{image_size}, split by {how}", class_names=class_names)
     if name not in TORCHVISION_DATASETS:
         raise DatasetError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASET_NAMES)}")
-    dataset_class = TORCHVISION_DATASETS[name]
+    dataset_class = torchvision_dataset(name)
     try:
         return load_torchvision(name, dataset_class, data_dir)
     except DatasetMissing as missing:
@@ -76,6 +71,14 @@ def load_dataset(name, data_dir, seed, warn=print, image_size=28):
         files = ", ".join(os.path.basename(url) for url, _ in dataset_class.resources)
         raise DatasetError(f"{name} is not in {missing.raw_folder} and could not be downloaded "
                            f"({missing.reason}); place {files} (or the same files unpacked) there") from None
+
+
+def torchvision_dataset(name):
+    """torchvision's dataset class for `name`, imported when asked for: importing torchvision takes
+    about 1.5 s, which the other datasets need not wait."""
+    from torchvision import datasets
+
+    return getattr(datasets, TORCHVISION_DATASETS[name])
 
 
 def load_torchvision(name, dataset_class, data_dir):

@@ -1,6 +1,9 @@
 import contextlib
 import io
 import os
+
+if os.environ.get("PYTEST_XDIST_WORKER"):  # the suite's processes share the cores: one thread each, and for
+    os.environ["OMP_NUM_THREADS"] = "1"  # the scripts they start; set before numpy and torch read it
 import struct
 import subprocess
 import sys
@@ -102,3 +105,9 @@ def call_main(main, *args):
                 print(code, file=sys.stderr)
                 code = 1
     return subprocess.CompletedProcess(args, 0 if code is None else code, stdout.getvalue(), stderr.getvalue())
+
+
+def pytest_collection_modifyitems(items):
+    """The modules whose tests share their runs and stay in one process (xdist_group) go first: they
+    are the longest units of work, and the other tests then fill the other processes around them."""
+    items.sort(key=lambda item: item.get_closest_marker("xdist_group") is None)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import write_mnist_layout
-from embedviz.datasets import TORCHVISION_DATASETS, DatasetError, balanced_sample, load_dataset, unpack_archives
+from embedviz.datasets import DatasetError, balanced_sample, load_dataset, torchvision_dataset, unpack_archives
 
 
 def test_reads_idx_files_in_the_torchvision_layout_without_network(tiny_mnist, mnist_digits, no_network):
@@ -35,7 +35,7 @@ def test_unpacks_gz_files_whatever_their_checksum(tmp_path, mnist_digits, no_net
 
 def unpack_when_all_ready(barrier, raw):
     barrier.wait()
-    unpack_archives(TORCHVISION_DATASETS["fashion-mnist"], raw)
+    unpack_archives(torchvision_dataset("fashion-mnist"), raw)
 
 
 def test_runs_started_together_unpack_the_same_archives(tmp_path, mnist_digits):

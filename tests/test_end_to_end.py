@@ -19,6 +19,7 @@ from embedviz.datasets import load_dataset
 from embedviz.render import gif_durations
 
 EPOCHS = 2
+pytestmark = pytest.mark.xdist_group("end_to_end")  # the trained run, shared by the module's tests, made once
 
 
 def train_args(data_dir, out_dir, *extra):

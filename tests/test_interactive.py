@@ -194,8 +194,9 @@ def test_page_is_self_contained_and_small(tmp_path):
 
 # ---------------------------------------------------------------- in a browser
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def chrome():
+    """One headless Chromium for the module's browser tests, which run in one process."""
     missing = [path for path in (CHROMIUM, CHROMEDRIVER) if not os.path.exists(path)]
     if missing:
         pytest.fail(f"{' and '.join(missing)} missing: the browser test needs Debian's chromium and "
@@ -230,6 +231,7 @@ def wait_for(condition, timeout, message):
     pytest.fail(message)
 
 
+@pytest.mark.xdist_group("browser")
 def test_page_plays_in_a_browser_and_the_slider_moves_the_points(chrome, tmp_path):
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
@@ -273,6 +275,7 @@ def test_page_plays_in_a_browser_and_the_slider_moves_the_points(chrome, tmp_pat
     assert not severe, f"console errors: {severe}"
 
 
+@pytest.mark.xdist_group("browser")
 def test_hovering_a_point_shows_its_image_enlarged_with_its_class_and_sample(chrome, tmp_path):
     embeddings, labels, meta = make_run(n_frames=3, n_train=40, n_val=60)
     images = np.random.default_rng(1).integers(0, 256, size=(100, 12, 12, 3), dtype=np.uint8)

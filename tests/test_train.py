@@ -75,14 +75,17 @@ def digits_split(mnist_digits):
     return (images[order[:512]], labels[order[:512]]), (images[order[512:768]], labels[order[512:768]])
 
 
-def train_and_embed(digits_split, precision, lr=1e-3, check_every=train.DIVERGENCE_CHECK_STEPS):
+def train_and_embed(digits_split, precision, lr=1e-3):
+    """8 steps of 48 of the 384 first training digits, and the 128 first probes embedded before and after."""
     (train_images, train_labels), (probe_images, probe_labels) = digits_split
+    train_images, train_labels, probe_images, probe_labels = (train_images[:384], train_labels[:384],
+                                                              probe_images[:128], probe_labels[:128])
     torch.manual_seed(0)
     model = build_model("vgg8_arcface").to(memory_format=torch.channels_last)
     optimizer, scaler = train.make_optimizer(model, lr), train.make_scaler(CPU, precision)
     before, _, _ = train.evaluate(model, probe_images, probe_labels, 256, precision)
-    step = TrainStep(model, optimizer, scaler, train_images, train_labels, precision, 64)
-    train.train_one_epoch(step, torch.Generator().manual_seed(0), None, check_every)  # 8 steps
+    step = TrainStep(model, optimizer, scaler, train_images, train_labels, precision, 48)
+    train.train_one_epoch(step, torch.Generator().manual_seed(0), None)
     after, _, _ = train.evaluate(model, probe_images, probe_labels, 256, precision)
     return before, after, scaler
 

@@ -2,7 +2,6 @@ import math
 
 import numpy as np
 import pytest
-from sklearn.metrics import roc_auc_score, roc_curve
 
 from embedviz.verification import (gallery_split, histograms, open_set_auroc, pair_histograms, summary, unseen_geometry,
                                    verification)
@@ -28,6 +27,8 @@ def test_perfectly_separated_and_identical_scores():
 
 
 def sklearn_reference(genuine, impostor, fars):
+    from sklearn.metrics import roc_auc_score, roc_curve  # a second to import: here, where it is used
+
     truth = np.r_[np.ones(len(genuine)), np.zeros(len(impostor))]
     scores = np.r_[genuine, impostor]
     fpr, tpr, _ = roc_curve(truth, scores)

@@ -1,4 +1,5 @@
-"""The other views: side-by-side comparison, MP4, a turning camera, fixed views, 2-D circles."""
+"""The other views: side-by-side comparison, MP4, a turning camera, fixed views, 2-D circles. The drawings
+that several tests read are made once, in module fixtures, and the tests run in one process."""
 
 import os
 
@@ -13,6 +14,7 @@ from embedviz import render
 from embedviz.render import EmbeddingFigure, on_unit_sphere
 
 PANEL = 640  # pixels
+pytestmark = pytest.mark.xdist_group("views")  # the drawings shared by the module's tests are made once
 
 
 def succeed(main, *args):
@@ -34,6 +36,29 @@ def runs(tiny_mnist, tmp_path_factory):
 
 def draw(out_dir, *args, workers=1):
     return succeed(visualization.main, "--out-dir", out_dir, "--workers", workers, *args)
+
+
+@pytest.fixture(scope="module")
+def arcface_val(runs):
+    """One drawing that several tests read: arcface's validation split, its misfits at epoch 1 and the
+    projector's files of epoch 1; its GIF's frames kept, since later drawings write over the file."""
+    result = draw(runs, "--model", "vgg8_arcface", "--split", "val", "--epoch", "1", "--projector", "1")
+    return result, iio.imread(runs / "vgg8_arcface_Validation_Embeddings.gif", index=None)
+
+
+@pytest.fixture(scope="module")
+def softmax_pages(runs):
+    """softmax's two splits with their pages; the legend of the last figure drawn (the validation split's)."""
+    result = draw(runs, "--model", "vgg8_softmax", "--html", "--html-points", "50")
+    return result, legend_of_last_drawing()
+
+
+@pytest.fixture(scope="module")
+def softmax_raw(runs):
+    """softmax's raw view of the validation split as an MP4, with its page; the video's frames kept."""
+    result = draw(runs, "--model", "vgg8_softmax", "--split", "val", "--space", "raw", "--format", "mp4", "--html",
+                  "--html-points", "50")
+    return result, iio.imread(runs / "vgg8_softmax_Validation_Embeddings_raw.mp4", plugin="FFMPEG", index=None)
 
 
 def legend_of_last_drawing():
@@ -76,9 +101,8 @@ def test_a_turning_camera_changes_the_view_of_the_same_points():
     assert np.array_equal(still, figure.render(panels, "t", azimuth=-60))  # -60: the default camera
 
 
-def test_rotate_and_fixed_views_change_the_frames(runs):
-    draw(runs, "--model", "vgg8_arcface", "--split", "val")
-    plain = iio.imread(runs / "vgg8_arcface_Validation_Embeddings.gif", index=None)
+def test_rotate_and_fixed_views_change_the_frames(runs, arcface_val):
+    _, plain = arcface_val
     draw(runs, "--model", "vgg8_arcface", "--split", "val", "--rotate", "10")
     turning = iio.imread(runs / "vgg8_arcface_Validation_Embeddings.gif", index=None)
     assert np.array_equal(plain[0], turning[0])  # frame 0 at the starting azimuth
@@ -117,9 +141,9 @@ def test_html_writes_one_light_offline_page_per_3d_run_and_prints_its_size(runs)
     assert "2-D embeddings" in result.stderr and not (runs / "vgg8_cosface_Validation_Embeddings.html").exists()
 
 
-def test_html_writes_one_page_per_split_drawn_named_like_the_animations(runs):
+def test_html_writes_one_page_per_split_drawn_named_like_the_animations(runs, softmax_pages):
     pages = {split: runs / f"vgg8_softmax_{split}_Embeddings.html" for split in ("Training", "Validation")}
-    both = draw(runs, "--model", "vgg8_softmax", "--html", "--html-points", "50")
+    both, _ = softmax_pages
     for split, page in pages.items():
         assert f"wrote {page}" in both.stdout
         assert f"<title>vgg8_softmax - {split}</title>" in page.read_text()
@@ -127,10 +151,10 @@ def test_html_writes_one_page_per_split_drawn_named_like_the_animations(runs):
     assert f"wrote {pages['Training']}" in train_only.stdout and "Validation" not in train_only.stdout
 
 
-def test_the_legend_has_a_class_weight_star_only_when_a_run_drawn_has_class_weights(runs):
+def test_the_legend_has_a_class_weight_star_only_when_a_run_drawn_has_class_weights(runs, softmax_pages):
     digits = [str(digit) for digit in range(10)]
-    draw(runs, "--model", "vgg8_softmax", "--split", "val")
-    assert legend_of_last_drawing() == digits
+    _, softmax_legend = softmax_pages
+    assert softmax_legend == digits
     draw(runs, "--compare", "vgg8_softmax", "vgg8_arcface", "--split", "val")
     assert legend_of_last_drawing() == [*digits, "class weight"]
 
@@ -162,11 +186,12 @@ def test_a_raw_frame_draws_a_point_at_its_coordinates_in_a_box_fixed_across_fram
         assert abs(xs[inside].mean() - px) < 3 and abs(ys[inside].mean() - (image.shape[0] - py)) < 3
 
 
-def test_raw_view_files_and_page(runs):
+def test_raw_view_files_and_page(runs, softmax_raw):
     result = draw(runs, "--compare", "vgg8_softmax", "vgg8_arcface", "--split", "val", "--space", "raw")
     gif = runs / "comparison_Validation_Embeddings_raw.gif"
     assert f"wrote {gif}" in result.stdout and iio.imread(gif, index=None).shape[1:3] == (PANEL, 2 * PANEL)
-    draw(runs, "--model", "vgg8_softmax", "--split", "val", "--space", "raw", "--html", "--html-points", "50")
+    page = runs / "vgg8_softmax_Validation_Embeddings_raw.html"
+    assert f"wrote {page}" in softmax_raw[0].stdout
     from embedviz.interactive import build_figure
     from embedviz.run_files import drawn_rows, load_run
 
@@ -178,7 +203,6 @@ def test_raw_view_files_and_page(runs):
     rows = np.array(shown["customdata"])
     xyz = np.c_[shown["x"], shown["y"], shown["z"]]
     np.testing.assert_allclose(xyz, embeddings[0, rows], atol=5.1e-5)  # the page keeps 4 decimals
-    assert (runs / "vgg8_softmax_Validation_Embeddings_raw.html").exists()
 
 
 def test_subcenter_runs_draw_every_sub_centre_and_their_outliers(tiny_mnist, tmp_path):
@@ -223,7 +247,7 @@ def test_misfits_are_the_validation_points_nearer_another_class_mean_farthest_fi
         [(5, 0, 1, 80), (6, 0, 1, 60), (7, 1, 0, 55)]
 
 
-def test_misfits_agree_with_the_runs_nearest_class_mean_accuracy(runs):
+def test_misfits_agree_with_the_runs_nearest_class_mean_accuracy(runs, arcface_val):
     from embedviz.gallery import misfits
     from embedviz.run_files import load_run
 
@@ -231,20 +255,20 @@ def test_misfits_agree_with_the_runs_nearest_class_mean_accuracy(runs):
     n_val = meta["splits"]["val"][1] - meta["splits"]["val"][0]
     found = misfits(embeddings[-1], labels, meta)
     assert len(found) == round((1 - meta["history"][-1]["ncm_accuracy"]) * n_val) > 0
-    result = draw(runs, "--model", "vgg8_arcface", "--split", "val", "--epoch", "1")
+    result, _ = arcface_val  # drawn at --epoch 1
     assert f"wrote {runs / 'vgg8_arcface_misfits.png'}" in result.stdout
     bad = call_main(visualization.main, "--model", "vgg8_arcface", "--out-dir", runs, "--epoch", "9")
     assert bad.returncode == 1 and "--epoch 9: vgg8_arcface has epochs 0-2" in bad.stderr
 
 
-def test_projector_files_follow_tensorboards_format(runs):
+def test_projector_files_follow_tensorboards_format(runs, arcface_val):
     from google.protobuf import text_format
     from PIL import Image
     from tensorboard.plugins.projector.projector_config_pb2 import ProjectorConfig
 
     from embedviz.run_files import load_images, load_run
 
-    result = draw(runs, "--model", "vgg8_arcface", "--split", "val", "--projector", "1")
+    result, _ = arcface_val  # drawn with --projector 1
     folder = runs / "vgg8_arcface_projector"
     assert f"wrote {folder}{os.sep}" in result.stdout
     embeddings, labels, meta = load_run(str(runs), "vgg8_arcface")
@@ -279,12 +303,10 @@ def test_a_sprite_too_large_for_tensorboard_is_scaled_down():
     assert (last == 255).all() and np.asarray(sprite)[:64 * 126].max() == 0
 
 
-def test_the_raw_view_turns_and_writes_mp4_too(runs):
-    videos = []
-    for turn in ([], ["--rotate", "10"]):
-        draw(runs, "--model", "vgg8_softmax", "--split", "val", "--space", "raw", "--format", "mp4", *turn)
-        videos.append(iio.imread(runs / "vgg8_softmax_Validation_Embeddings_raw.mp4", plugin="FFMPEG", index=None))
-    still, turning = videos
+def test_the_raw_view_turns_and_writes_mp4_too(runs, softmax_raw):
+    _, still = softmax_raw
+    draw(runs, "--model", "vgg8_softmax", "--split", "val", "--space", "raw", "--format", "mp4", "--rotate", "10")
+    turning = iio.imread(runs / "vgg8_softmax_Validation_Embeddings_raw.mp4", plugin="FFMPEG", index=None)
     assert still.shape == turning.shape and still.shape[1:] == (PANEL, PANEL, 3)
     assert np.abs(still[0].astype(int) - turning[0]).mean() < 1  # frame 0: the same camera, up to the codec
     assert np.abs(still[1].astype(int) - turning[1]).mean() > 1  # frame 1: turned by 10 degrees
