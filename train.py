@@ -18,7 +18,7 @@ import torch
 from tqdm import tqdm
 
 from embedviz import run_files
-from embedviz.cli import ArgumentParser, finite_float, non_negative_int, positive, seed_int
+from embedviz.cli import ArgumentParser, finite_float, int_from, non_negative_int, positive, seed_int
 from embedviz.datasets import DATASET_NAMES, DatasetError, balanced_sample, load_dataset
 from embedviz.devices import (EVAL_BATCH_SIZE, PrecisionError, autocast, choose_precision, hardware, make_deterministic,
                               select_device)
@@ -30,6 +30,7 @@ from models import MODEL_NAMES, build_model, head_config, to_input
 
 BUILTIN_CLASSES = 10  # the built-in datasets: digits, clothes, hiragana; an image folder has its own
 DIVERGENCE_CHECK_STEPS = 50  # training steps between two looks at the loss; each look waits for the device
+MAX_EMBEDDING_DIM = 512  # a face model's size; the embeddings of every epoch are saved
 
 
 def parse_args(argv=None):
@@ -43,7 +44,8 @@ def parse_args(argv=None):
     p.add_argument("--m3", type=finite_float, help="additive cosine margin")
     p.add_argument("--subcenters", type=positive(int), help="sub-centres per class of vgg8_subcenter (default: 3)")
     p.add_argument("--epochs", type=positive(int), default=80, help="training epochs")
-    p.add_argument("--batch-size", type=positive(int), default=128, help="training batch size")
+    p.add_argument("--batch-size", type=int_from(2), default=128,
+                   help="training batch size; BatchNorm needs 2 images a batch at least")
     p.add_argument("--lr", type=positive(float), default=1e-3, help="Adam learning rate")
     p.add_argument("--seed", type=seed_int, default=58,
                    help="seeds weights, shuffling, dropout, the saved points and the mnist-sample split")
@@ -54,7 +56,8 @@ def parse_args(argv=None):
     p.add_argument("--out-dir", default="data", help="where embeddings, meta and checkpoints are written")
     p.add_argument("--train-points", type=non_negative_int, default=10000,
                    help="class-balanced training images whose embeddings are saved each epoch (0: all)")
-    p.add_argument("--embedding-dim", type=positive(int), default=3, help="size of the embedding")
+    p.add_argument("--embedding-dim", type=int_from(2, MAX_EMBEDDING_DIM), default=3,
+                   help="size of the embedding; beyond 3, the frames show the 3 principal directions of the last epoch")
     p.add_argument("--image-size", type=image_size, default=28,
                    help="side of the square images of --dataset imagefolder: 28, or a multiple of 8 from 16 to 64")
     p.add_argument("--unseen-classes", type=non_negative_int, nargs="+", default=[], metavar="CLASS",
@@ -250,13 +253,13 @@ class Training:
     points_rows: torch.Tensor    # their head rows (0 for unseen classes, whose loss is not used), on the device
     head_rows: torch.Tensor      # dataset class -> its head row, -1 for a class held out
     splits: dict                 # row ranges of points_images: "train", "val" and, held out, "unseen"
-    embeddings: np.ndarray       # (epochs + 1, n, embedding_dim), filled epoch by epoch
     meta: dict
     first_epoch: int = 0
     epoch: int = -1              # the epoch under way
     last_saved: int = -1         # the last epoch whose files are complete
     best_val_loss: float = math.inf
     step: TrainStep = None       # made at the first epoch trained, after a resume has loaded its state
+    frame: np.ndarray = None     # (n, embedding_dim): the embeddings of the epoch to save
 
 
 def set_up(args):
@@ -284,6 +287,11 @@ def set_up(args):
         raise SystemExit(f"error: {error}")
     model = model.to(device, memory_format=torch.channels_last)
     points_images, points_labels, splits = saved_points(data, args.train_points, args.seed, args.unseen_classes)
+    try:
+        run_files.check_room(args.out_dir, args.model, len(points_labels) * args.embedding_dim * 4, args.epochs + 1,
+                             points_images.numel() + 4 * sum(p.numel() for p in model.parameters()) * 6)
+    except run_files.RunFileError as error:
+        raise SystemExit(f"error: {error}")
     train_images, train_labels = data.train_images, data.train_labels
     if args.unseen_classes:  # nothing of them reaches training
         seen = rows[train_labels] >= 0
@@ -305,8 +313,7 @@ def set_up(args):
         scaler=make_scaler(device, precision), shuffle_generator=torch.Generator().manual_seed(args.seed),
         train_images=train_images.to(device), train_labels=rows[train_labels].to(device),
         points_images=points_images.to(device), points_labels=points_labels,
-        points_rows=rows[points_labels].clamp(min=0).to(device), head_rows=rows, splits=splits,
-        embeddings=np.zeros((args.epochs + 1, len(points_labels), args.embedding_dim), np.float32), meta=meta)
+        points_rows=rows[points_labels].clamp(min=0).to(device), head_rows=rows, splits=splits, meta=meta)
 
 
 RESUME_MUST_MATCH = ("model", "seed", "batch_size", "lr", "train_points", "embedding_dim", "unseen_classes",
@@ -350,9 +357,9 @@ def restore(training):
     if state["epoch"] >= args.epochs:
         raise run_files.RunFileError(f"nothing to resume: the run already has {state['epoch']} epochs; "
                                      "raise --epochs to train longer")
-    embeddings = run_files.load_npy(paths["embeddings"])
+    embeddings = run_files.load_npy(paths["embeddings"], mmap=True)  # its shape: the frames stay on disk
     labels = run_files.load_npy(paths["labels"])
-    first_epoch, points_shape = state["epoch"] + 1, training.embeddings.shape[1:]
+    first_epoch, points_shape = state["epoch"] + 1, (len(training.points_labels), args.embedding_dim)
     if embeddings.ndim != 3 or embeddings.shape[1:] != points_shape or len(embeddings) < first_epoch:
         raise run_files.RunFileError(
             f"cannot resume: {paths['embeddings']} has shape {embeddings.shape}, but this run needs "
@@ -366,7 +373,6 @@ def restore(training):
     set_rng_states(state["rng_states"], training.shuffle_generator, training.device)
     training.first_epoch, training.last_saved = first_epoch, first_epoch - 1
     training.best_val_loss = state["best_val_loss"]
-    training.embeddings[:first_epoch] = embeddings[:first_epoch]
     training.meta["history"] = state["history"]
 
 
@@ -407,14 +413,18 @@ def run_epoch(training, epoch):
         extra["head_state"] = state
     shape = geometry(embeddings[train], rows[train], embeddings[val], rows[val], head.num_classes, weights)
     seen_means = class_means(embeddings[train], rows[train], head.num_classes)
-    training.embeddings[epoch] = embeddings
+    training.frame = embeddings
     return {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "val_accuracy": val_accuracy, **shape,
-            **epoch_metrics(embeddings, labels, training.splits, seen_means, args.seed,
-                            torch.from_numpy(embeddings).to(training.device) if training.device.type == "cuda" else None),
+            **epoch_metrics(embeddings, labels, training.splits, seen_means, args.seed, on_device(embeddings, training)),
             **norms_by_correctness(embeddings[val], correct[val].numpy()), **extra,
             "seconds": time.perf_counter() - start, "train_seconds": train_seconds,
             "class_weights": None if weights is None else  # one per dataset class, None for one held out
             [weights[row].round(6).tolist() if row >= 0 else None for row in training.head_rows.tolist()]}
+
+
+def on_device(embeddings, training):
+    """The epoch's embeddings on the GPU, where their pairs are counted; None on a CPU."""
+    return torch.from_numpy(embeddings).to(training.device) if training.device.type == "cuda" else None
 
 
 def norms_by_correctness(embeddings, correct):
@@ -435,7 +445,7 @@ def save(training, entry):
         training.best_val_loss = entry["val_loss"]
         run_files.save_checkpoint(args.out_dir, args.model, "checkpoint", network)
     run_files.save_images(args.out_dir, args.model, training.points_images.cpu().numpy(), replace=epoch == 0)
-    run_files.save_run(args.out_dir, args.model, training.embeddings[:epoch + 1], training.points_labels.numpy(),
+    run_files.save_run(args.out_dir, args.model, training.frame, epoch, training.points_labels.numpy(),
                        training.meta, resume_state={
                            **network,
                            "optimizer_state": on_cpu(training.optimizer.state_dict()),

@@ -18,6 +18,7 @@ from tqdm import tqdm
 from embedviz import render, run_files
 from embedviz.cli import ArgumentParser, finite_float, non_negative_int, positive
 from embedviz.curves import has_metrics, plot_metrics, plot_roc
+from embedviz.projection import principal_view, project
 from embedviz.verification import roc_curves
 
 # GIF delays are in 10 ms units, and browsers show delays under 20 ms as about 100 ms
@@ -70,22 +71,30 @@ def parse_args(argv=None):
 # ---------------------------------------------------------------- runs
 
 class Run:
-    """One run, ready to draw: unit vectors, labels per frame (-1: not drawn), titles, weights."""
+    """One run, ready to draw: unit vectors, labels per frame (-1: not drawn), titles, weights. Beyond
+    three dimensions, the frames show a fixed 3-D view (projection.principal_view), which `view`
+    names; the measures (misfits, ROC, class angles, projector) use the embeddings themselves."""
 
     def __init__(self, model, embeddings, labels, meta, space="sphere", images=None):
         self.model, self.meta = model, meta
         self.images = images  # what each point shows; None for a run made before they were saved
-        self.embeddings = embeddings
-        self.points, valid, self.box = render.placed(embeddings, space)
+        self.embeddings = embeddings  # (frames, n, dim), as trained
+        self.dim, self.view, drawn = embeddings.shape[-1], "", embeddings
+        basis = None
+        if self.dim > 3:
+            basis, share = principal_view(embeddings[-1], space)
+            drawn = np.stack([project(frame, basis) for frame in embeddings])  # one frame in memory at a time
+            self.view = f"PCA view of {self.dim}-D embeddings, {share:.0%} of variance"
+        self.drawn = drawn  # (frames, n, 2 or 3): what the frames and the interactive page show
+        self.points, valid, self.box = render.placed(drawn, space)
         self.invalid = int(np.count_nonzero(~valid))
         self.labels_of_rows = labels  # (n,)
         self.labels = np.where(valid, labels[None, :], -1)  # (frames, n); -1: not drawn
         self.history = meta["history"][:len(self.points)]
-        self.weights = [entry.get("class_weights") for entry in self.history]
+        self.weights = [viewed(entry.get("class_weights"), basis) for entry in self.history]
         self.has_weights = any(weights is not None for weights in self.weights)  # Softmax has none
-        self.subcenters = [other_subcenters(entry, meta) for entry in self.history]
+        self.subcenters = [viewed(other_subcenters(entry, meta), basis, depth=2) for entry in self.history]
         self.has_subcenters = any(others is not None for others in self.subcenters)
-        self.dim = embeddings.shape[-1]
 
     def split(self, split):
         start, stop = run_files.drawn_rows(self.meta, split)
@@ -95,6 +104,15 @@ class Run:
         entry = self.history[frame]
         accuracy = "" if entry["val_accuracy"] is None else f" - val acc {entry['val_accuracy']:.1%}"
         return f"epoch {entry['epoch']}/{self.meta['options']['epochs']}{accuracy}"
+
+
+def viewed(vectors, basis, depth=1):
+    """Class weights (one vector or None a class; depth 2: a list of vectors a class) in the 3-D view."""
+    if vectors is None or basis is None:
+        return vectors
+    if depth == 2:
+        return [None if group is None else project(group, basis).tolist() for group in vectors]
+    return [None if vector is None else project(vector, basis).tolist() for vector in vectors]
 
 
 def other_subcenters(entry, meta):
@@ -123,8 +141,8 @@ def load(out_dir, model, allow_pickle, space="sphere"):
         images = run_files.load_images(out_dir, model, len(labels))  # read once: misfits, pages, projector
     except run_files.RunFileError as error:
         raise SystemExit(f"error: {error}")
-    if embeddings.shape[-1] not in (2, 3):
-        raise SystemExit(f"error: {model} has {embeddings.shape[-1]}-D embeddings; 2-D and 3-D ones are drawn")
+    if embeddings.shape[-1] < 2:
+        raise SystemExit(f"error: {model} has {embeddings.shape[-1]}-D embeddings; 2-D ones and more are drawn")
     run = Run(model, embeddings, labels, meta, space, images)
     if run.invalid:
         print(f"warning: {run.invalid:,} of {run.labels.size:,} points (all frames) of {model} are not finite "
@@ -149,11 +167,13 @@ def animate(args, runs, split, name):
             epoch_titles.append(title)
         title = (f"{render.SPLIT_TITLES[split]} embeddings{RAW_TITLE[args.space]} - epoch {frame}" if len(runs) > 1
                  else f"{runs[0].model} - {render.SPLIT_TITLES[split]}{RAW_TITLE[args.space]} - {epoch_titles[0]}")
+        views = "; ".join(f"{run.model}: {run.view}" if len(runs) > 1 else run.view for run in runs if run.view)
+        title += f"\n{views}" if views else ""
         jobs.append((panels, title, args.azim + args.rotate * frame if args.rotate else None))
     class_names = runs[0].meta["class_names"]
     palette = render.gif_palette(len(class_names))
     figure_options = {"class_names": class_names, "point_size": render.point_size(split_points[0][0].shape[1]),
-                      "dim": runs[0].dim, "panels": len(runs), "elevation": args.elev, "azimuth": args.azim,
+                      "dim": min(runs[0].dim, 3), "panels": len(runs), "elevation": args.elev, "azimuth": args.azim,
                       "show_weights": any(run.has_weights for run in runs),
                       "unseen_classes": sorted({c for run in runs for c in run.meta.get("unseen_classes", [])}),
                       "boxes": [run.box for run in runs] if args.space == "raw" else None,
@@ -177,14 +197,16 @@ def write_pages(args, runs, splits):
     from embedviz.interactive import write_html  # plotly: imported only when pages are asked for
 
     for run in runs:
-        if run.dim != 3:
+        if run.dim == 2:
             print(f"warning: {run.model} has 2-D embeddings; the interactive page is for 3-D ones", file=sys.stderr)
-    pages = [(run, split) for run in runs if run.dim == 3 for split in splits]
+    pages = [(run, split) for run in runs if run.dim >= 3 for split in splits]
     written = []
     for run, split in tqdm(pages, desc="interactive pages", unit="page", leave=False):
         name = f"{run.model}_{render.SPLIT_TITLES[split]}_Embeddings{SUFFIX[args.space]}.html"
         path = os.path.join(args.out_dir, name)
-        size = write_html(path, run.embeddings, run.labels_of_rows, run.meta, split, args.html_points,
+        meta = {**run.meta, "history": [{**entry, "class_weights": weights}  # the weights in the view
+                                         for entry, weights in zip(run.history, run.weights)]}
+        size = write_html(path, run.drawn, run.labels_of_rows, meta, split, args.html_points,
                           space=args.space, images=run.images)
         print(f"{path}: {size / 1e6:.1f} MB")
         written.append(path)
@@ -243,6 +265,27 @@ def draw_images(args, runs):
     return written
 
 
+def draw_scores(args, runs):
+    """The angles of the pairs of every epoch (M_scores.gif, and the last epoch M_scores.png; comparison_...
+    for several runs) of the runs that recorded them, and each run's angles between its class means at
+    --epoch or the last (M_class_angles.png)."""
+    from embedviz.scores import has_pair_angles, plot_class_angles, plot_scores
+
+    written = []
+    with_angles = [run for run in runs if has_pair_angles(run.meta)]
+    if with_angles:
+        name = with_angles[0].model if len(with_angles) == 1 else "comparison"
+        gif, png = (os.path.join(args.out_dir, f"{name}_scores.{ext}") for ext in ("gif", "png"))
+        plot_scores([(run.model, run.meta) for run in with_angles], gif, png, min(args.fps, MAX_GIF_FPS))
+        written += [gif, png]
+    for run in runs:
+        frame = len(run.history) - 1 if args.epoch is None else args.epoch
+        path = os.path.join(args.out_dir, f"{run.model}_class_angles.png")
+        plot_class_angles(run.embeddings[frame], run.labels_of_rows, run.meta, run.history[frame]["epoch"], path)
+        written.append(path)
+    return written
+
+
 def main(argv=None):
     args = parse_args(argv)
     models = args.compare or args.model
@@ -278,6 +321,7 @@ def main(argv=None):
         plot_roc([(run.model, roc_curves(run.embeddings[-1], run.labels_of_rows, run.meta["splits"]))
                   for run in with_verification], path)
         written.append(path)
+    written += draw_scores(args, runs)
     written += draw_images(args, runs)
     if args.projector is not None:
         written += write_projectors(args, runs)

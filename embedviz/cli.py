@@ -45,6 +45,10 @@ def positive(kind):
     return number(kind, lambda value: 0 < value < math.inf, "positive and finite")
 
 
+def int_from(low, high=math.inf):
+    return number(int, lambda value: low <= value <= high, f"from {low} to {high}" if high < math.inf else f"{low} or more")
+
+
 non_negative_int = number(int, lambda value: value >= 0, "0 or more")
 finite_float = number(float, math.isfinite, "finite")
 seed_int = number(int, lambda value: 0 <= value < 2 ** 64, "from 0 to 2**64 - 1")  # what torch and numpy take

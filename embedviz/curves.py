@@ -17,6 +17,8 @@ PANELS = [  # (title, y label, lines: (history key, or path of keys into an entr
     ("verification: TAR at FAR 1e-3, seen classes (solid) and unseen (dashed)", "TAR",
      [(("verification", "seen", *TAR_AT_1E3), "-"), (("verification", "unseen", *TAR_AT_1E3), "--")]),
     ("open set: AUROC of seen against unseen images", "AUROC", [("open_set_auroc", "-")]),
+    ("CDNV: class-distance-normalised variance, seen classes (solid) and unseen (dashed); low: tight and apart",
+     "CDNV, log scale", [("cdnv_seen", "-"), ("cdnv_unseen", "--")]),
     ("norm before normalisation: correctly (solid) and wrongly (dashed) classified val images", "norm",
      [("norm_correct", "-"), ("norm_wrong", "--")]),
     ("AdaCos: the scale s, re-estimated at every step", "s", [(("head_state", "s"), "-")]),
@@ -78,6 +80,8 @@ def plot_metrics(metas, path):
                            linewidth=1)
         ax.set_title(title, fontsize=10)
         ax.set_ylabel(unit)
+        if unit.endswith("log scale"):
+            ax.set_yscale("log")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8, ncol=min(len(metas), 3))
     axes[-1].set_xlabel("epoch")

@@ -58,6 +58,25 @@ def geometry(train_points, train_labels, val_points, val_labels, num_classes, cl
     return result
 
 
+def cdnv(points, labels):
+    """Class-distance-normalised variance (Galanti et al., 2022, "On the Role of Neural Collapse in
+    Transfer Learning", Def. 1) of the unit-normalised points: for two classes, the sum of their
+    variances (the mean squared distance of a point to its class's mean) over twice the squared
+    distance between their means, averaged over every pair of classes. Near 0: tight classes far
+    apart. None with fewer than two classes, or two classes with the same mean."""
+    directions, labels = unit(points), np.asarray(labels)
+    classes = np.unique(labels)
+    if len(classes) < 2:
+        return None
+    means = np.stack([directions[labels == c].mean(0) for c in classes])
+    variances = np.array([((directions[labels == c] - mean) ** 2).sum(1).mean() for c, mean in zip(classes, means)])
+    i, j = np.triu_indices(len(classes), 1)
+    distances = ((means[i] - means[j]) ** 2).sum(1)
+    if not (distances > 0).all():
+        return None
+    return float(np.mean((variances[i] + variances[j]) / (2 * distances)))
+
+
 # The largest possible smallest angle between N points on the 2-sphere (the Tammes problem), degrees:
 # N = 3, 4, 6, 12 Fejes Toth (1943); N = 5-9 Schuette and van der Waerden (1951); N = 10, 11 Danzer
 # (1986, Discrete Math. 60); N = 13 Musin and Tarasov (2012, Discrete Comput. Geom. 48); N = 14

@@ -10,10 +10,13 @@ For a model M in the output folder:
                           options, epoch and val loss, all on the CPU (models.load_model rebuilds it)
     M_last.pth            the same of the last completed epoch, with what resuming needs besides:
                           optimizer, gradient scaler, random states, history
-Every file is replaced atomically (written beside, then renamed), so a run stopped at any
-moment leaves files that load. The meta file is written last: should a run stop between two
-renames, the embeddings hold one frame more than the meta describes, and load_run drops it.
-M_last.pth is written just before the meta file and is what --resume trusts.
+The embeddings file grows by one frame an epoch, each frame written once (append_frame): the frame
+goes after the last, then the header's count of frames is raised, one write of its fixed 128 bytes;
+np.load reads as many frames as the header counts. Every other file is replaced atomically (written
+beside, then renamed). So a run stopped at any moment leaves files that load. The meta file is
+written last: should a run stop before it, the embeddings hold one frame more than the meta
+describes, and load_run drops it. M_last.pth is written just before the meta file and is what
+--resume trusts.
 """
 
 import json
@@ -53,10 +56,56 @@ def atomic_write(path, write):
             os.remove(tmp_path)
 
 
-def save_run(out_dir, model_name, embeddings, labels, meta, resume_state):
-    """Embeddings and labels first, then the state to resume from, then the meta file."""
+NPY_HEADER_BYTES = 128  # the embeddings file's header, a fixed size, so that its count of frames is rewritten in place
+
+
+def npy_header(shape):
+    """An .npy (version 1.0) header of float32 C-ordered `shape`, padded to NPY_HEADER_BYTES."""
+    text = f"{{'descr': '<f4', 'fortran_order': False, 'shape': {tuple(shape)}, }}"
+    text = text.ljust(NPY_HEADER_BYTES - 10 - 1) + "\n"  # magic (6), version (2), length (2), then the text
+    return np.lib.format.MAGIC_PREFIX + b"\x01\x00" + len(text).to_bytes(2, "little") + text.encode("latin1")
+
+
+def append_frame(path, frame, epoch):
+    """Writes frame (n, dim) as frame `epoch` of the embeddings file: a new file for epoch 0, else after
+    frame epoch - 1, which the file must hold (frames beyond it, of a run stopped before its meta
+    file was written, are cut). A file that is not one of these raises RunFileError."""
+    frame = np.ascontiguousarray(frame, np.float32)
+    if epoch == 0:
+        atomic_write(path, lambda f: f.write(npy_header((1, *frame.shape)) + frame.tobytes()))
+        return
+    with open(path, "r+b") as f:
+        frames, n, dim = embeddings_shape(f, path)
+        if (n, dim) != frame.shape or frames < epoch:
+            raise RunFileError(f"{path} holds {frames} frames of ({n}, {dim}), not the frames 0-{epoch - 1} of "
+                               f"{frame.shape} that epoch {epoch} follows")
+        f.truncate(NPY_HEADER_BYTES + epoch * frame.nbytes)
+        f.seek(0, os.SEEK_END)
+        f.write(frame.tobytes())
+        f.flush()
+        os.fsync(f.fileno())
+        f.seek(0)
+        f.write(npy_header((epoch + 1, *frame.shape)))
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def embeddings_shape(f, path):
+    """(frames, n, dim) that an embeddings file's header counts; RunFileError for another kind of file."""
+    try:
+        version = np.lib.format.read_magic(f)
+        shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(f) if version == (1, 0) else ((), 0, 0)
+    except ValueError as error:
+        raise RunFileError(f"{path} is not a valid .npy file ({error})") from None
+    if f.tell() != NPY_HEADER_BYTES or dtype != np.float32 or fortran_order or len(shape) != 3:
+        raise RunFileError(f"{path} holds {shape} {dtype}, not the float32 frames of this project's embeddings")
+    return shape
+
+
+def save_run(out_dir, model_name, frame, epoch, labels, meta, resume_state):
+    """The epoch's frame of embeddings and the labels first, then the state to resume from, then the meta file."""
     paths = run_paths(out_dir, model_name)
-    atomic_write(paths["embeddings"], lambda f: np.save(f, np.ascontiguousarray(embeddings, np.float32)))
+    append_frame(paths["embeddings"], frame, epoch)
     atomic_write(paths["labels"], lambda f: np.save(f, np.ascontiguousarray(labels, np.int64)))
     save_checkpoint(out_dir, model_name, "resume", resume_state)
     atomic_write(paths["meta"], lambda f: f.write(json.dumps(meta, indent=1).encode()))
@@ -113,6 +162,29 @@ def check_writable(out_dir):
         raise RunFileError(f"cannot write to output folder {out_dir}: {error.strerror or error}") from None
 
 
+def check_room(out_dir, model_name, frame_bytes, frames, other_bytes):
+    """Fails now, not at epoch 70, when the run's files will not fit on the disk: `frames` frames of
+    embeddings of frame_bytes each, and other_bytes more (the images, the checkpoints). A run's
+    files of an earlier run are counted as free: they are replaced."""
+    import shutil
+
+    paths = run_paths(out_dir, model_name)
+    replaced = sum(os.path.getsize(path) for key in ("embeddings", "images") if os.path.exists(path := paths[key]))
+    need, free = frames * frame_bytes + other_bytes, shutil.disk_usage(out_dir).free + replaced
+    if need > free:
+        raise RunFileError(f"the run needs {size_text(need)} in {out_dir} ({frames} epochs of {size_text(frame_bytes)} "
+                           f"of embeddings, and the images and checkpoints), and {size_text(free)} are free; save "
+                           "fewer --train-points or --epochs, or choose another --out-dir")
+
+
+def size_text(n_bytes):
+    """1536 -> "1.5 KiB"; the unit that keeps the number below 1024."""
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if n_bytes < 1024 or unit == "GiB":
+            return f"{n_bytes:.0f} {unit}" if unit == "bytes" else f"{n_bytes:.1f} {unit}"
+        n_bytes /= 1024
+
+
 def load_run(out_dir, model_name):
     """Returns (embeddings, labels, meta) of a run, checked against each other."""
     paths = run_paths(out_dir, model_name)
@@ -123,7 +195,7 @@ def load_run(out_dir, model_name):
         found = f"; runs there: {', '.join(runs)}" if runs else ""
         raise RunFileError(f"no run of {model_name} in {out_dir} ({missing[0]} is missing){found}; make one with: "
                            f"python train.py --model {model_name} --out-dir {out_dir}")
-    embeddings = load_npy(paths["embeddings"])  # the seed repository's pickles stop here, before the meta
+    embeddings = load_npy(paths["embeddings"], mmap=True)  # the seed repository's pickles stop here, before the meta
     labels = load_npy(paths["labels"])
     check_arrays(embeddings, labels, paths["embeddings"], paths["labels"])
     if not os.path.exists(paths["meta"]):
@@ -179,11 +251,12 @@ class PickledFile(RunFileError):
     """A .npy file that holds pickled objects (the seed repository's layout)."""
 
 
-def load_npy(path):
+def load_npy(path, mmap=False):
+    """The array of an .npy file; mmap: left on disk, read where it is used (a large run's embeddings)."""
     try:
-        return np.load(path, allow_pickle=False)
+        return np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
     except ValueError as error:
-        if "pickle" in str(error):
+        if "pickle" in str(error) or "Python objects" in str(error):  # numpy's words, loaded or memory-mapped
             raise PickledFile(f"{path} holds pickled Python objects, which are not loaded by default because "
                               "loading a pickle can run code; --allow-pickle reads it if you trust the file") from None
         raise RunFileError(f"{path} is not a valid .npy file ({error})") from None

@@ -11,10 +11,11 @@ trained on a GPU counts its pairs there (device_pair_histograms), where 50 milli
 
 import numpy as np
 
-from embedviz.metrics import angle_deg, class_means, unit
+from embedviz.metrics import angle_deg, cdnv, class_means, unit
 
 SCORE_BINS = 2 ** 16
 FARS = (0.01, 0.001)  # the false accept rates at which the true accept rate is reported
+ANGLE_BINS = 90  # the pairs' angles, recorded each epoch in bins of 2 degrees from 0 to 180
 ROWS_PER_BLOCK = 1024  # rows of the cosine matrix computed at once: at most 1024 x 10,000 floats, 40 MB
 PAIRS_PER_DEVICE_BLOCK = 2 ** 24  # pairs scored at once on a GPU: their cosines, keys and sort take about 400 MB
 
@@ -108,6 +109,14 @@ def summary(genuine_counts, impostor_counts):
     return {"auc": float(auc), "eer": float(eer), "tar_at_far": tar_at_far, "pairs": pairs}
 
 
+def angle_counts(counts):
+    """Pair counts in SCORE_BINS cosine bins -> ANGLE_BINS counts of their angles, 0 to 180 degrees (each
+    cosine bin goes whole to the angle bin of its centre)."""
+    centres = -1 + (np.arange(SCORE_BINS) + 0.5) * (2 / SCORE_BINS)
+    angle_bin = np.minimum((np.degrees(np.arccos(centres)) / (180 / ANGLE_BINS)).astype(int), ANGLE_BINS - 1)
+    return np.bincount(angle_bin, weights=counts, minlength=ANGLE_BINS).round().astype(np.int64)
+
+
 def verification(embeddings, labels):
     """summary() over all pairs of the rows of embeddings (n, dim) with labels (n,)."""
     return summary(*pair_histograms(embeddings, labels))
@@ -155,18 +164,25 @@ def unseen_geometry(unseen_points, unseen_labels, seen_means, seed):
 
 def epoch_metrics(embeddings, labels, splits, seen_means, seed, on_device=None):
     """The verification and open-set figures of one epoch's saved points (rows as in the run's splits,
-    labels as in the dataset), for the history: the seen part alone when no class is held out.
+    labels as in the dataset), for the history: the seen part alone when no class is held out. Per
+    group ("seen", the validation images of the trained classes, and "unseen"): the verification
+    figures, the angles of the genuine and impostor pairs in ANGLE_BINS bins, and the CDNV.
     on_device: the same embeddings as a tensor on a GPU, where their pairs are then counted."""
-    def pairs(rows):
-        if on_device is None:
-            return verification(embeddings[rows], labels[rows])
-        return summary(*device_pair_histograms(on_device[rows], labels[rows]))
+    result = {"verification": {}, "pair_angles": {}}
+
+    def measure(group, rows):
+        counts = (pair_histograms(embeddings[rows], labels[rows]) if on_device is None else
+                  device_pair_histograms(on_device[rows], labels[rows]))
+        result["verification"][group] = summary(*counts)
+        result["pair_angles"][group] = {kind: angle_counts(kind_counts).tolist()
+                                        for kind, kind_counts in zip(("genuine", "impostor"), counts)}
+        result[f"cdnv_{group}"] = cdnv(embeddings[rows], labels[rows])
 
     val = slice(*splits["val"])
-    result = {"verification": {"seen": pairs(val)}}
+    measure("seen", val)
     if "unseen" in splits:
         unseen = slice(*splits["unseen"])
-        result["verification"]["unseen"] = pairs(unseen)
+        measure("unseen", unseen)
         result["open_set_auroc"] = open_set_auroc(embeddings[val], embeddings[unseen], seen_means)
         result.update(unseen_geometry(embeddings[unseen], labels[unseen], seen_means, seed))
     return result

@@ -85,7 +85,10 @@ def test_visualization_writes_looping_gifs_with_one_frame_per_epoch(trained_run)
         assert iio.immeta(path, index=0)["loop"] == 0
         assert not np.array_equal(frames[0], frames[-1])
     pictures = {p.name for p in out_dir.rglob("*.png")} - {"vgg8_arcface_misfits.png"}
-    assert pictures == {"vgg8_arcface_metrics.png", "vgg8_arcface_roc.png"}  # no frame
+    assert pictures == {f"vgg8_arcface_{name}.png" for name in ("metrics", "roc", "scores", "class_angles")}  # no frame
+    scores = out_dir / "vgg8_arcface_scores.gif"  # the pairs' angles, epoch by epoch, at the animations' pace
+    assert str(scores) in result.stdout and len(iio.imread(scores, index=None)) == EPOCHS + 1
+    assert [iio.immeta(scores, index=i)["duration"] for i in range(EPOCHS + 1)] == [130, 120, 3000]
     assert str(out_dir / "vgg8_arcface_metrics.png") in result.stdout
 
 

@@ -263,7 +263,7 @@ def test_a_checkpoint_that_is_an_arbitrary_pickle_is_refused(tiny_mnist, run_cop
     (["--dataset", "cifar10"], ["--dataset", "fashion-mnist", "mnist-sample"]),
     (["--epochs", "0"], ["--epochs", "positive"]),
     (["--epochs", "two"], ["--epochs", "not a number"]),
-    (["--batch-size", "-8"], ["--batch-size", "positive"]),
+    (["--batch-size", "-8"], ["--batch-size", "2 or more"]),
     (["--lr", "0"], ["--lr", "positive"]),
     (["--lr", "nan"], ["--lr", "positive"]),
     (["--train-points", "-1"], ["--train-points", "0 or more"]),

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from embedviz.curves import panels_of, plot_metrics, series
-from embedviz.metrics import TAMMES_DEG, angle_deg, class_means, geometry, separation_bound_deg
+from embedviz.metrics import TAMMES_DEG, angle_deg, cdnv, class_means, geometry, separation_bound_deg
 
 
 def on_circle(degrees):
@@ -93,3 +93,23 @@ def test_curves_gain_the_verification_panels_of_the_runs_that_have_them(tmp_path
     plot_metrics([{"model": "a", "history": closed, "separation_bound_deg": 66.1468},
                   {"model": "b", "history": opened, "separation_bound_deg": None}], str(path))
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cdnv_of_caps_at_known_angles():
+    """Two classes at 0 and 90 degrees, each of two unit points +/- t off its centre: a class's mean is
+    cos(t) along its centre, its variance sin(t)^2, the means sqrt(2) cos(t) apart, so the CDNV is
+    2 sin(t)^2 / (2 * 2 cos(t)^2) = tan(t)^2 / 2. Lengths do not count: the points are unit-normalised."""
+    t = 30.0
+    points = on_circle([-t, t, 90 - t, 90 + t]) * np.array([[0.5], [2.0], [3.0], [1.0]])
+    labels = np.array([0, 0, 1, 1])
+    assert cdnv(points, labels) == pytest.approx(math.tan(math.radians(t)) ** 2 / 2)
+    # a third class at 180 degrees, spread by 10: the mean over the three pairs, each by hand
+    third = on_circle([170.0, 190.0])
+    var = {0: math.sin(math.radians(t)) ** 2, 1: math.sin(math.radians(t)) ** 2, 2: math.sin(math.radians(10)) ** 2}
+    mean = {0: on_circle([0.0])[0] * math.cos(math.radians(t)), 1: on_circle([90.0])[0] * math.cos(math.radians(t)),
+            2: on_circle([180.0])[0] * math.cos(math.radians(10))}
+    pairs = ((0, 1), (0, 2), (1, 2))
+    expected = np.mean([(var[a] + var[b]) / (2 * np.sum((mean[a] - mean[b]) ** 2)) for a, b in pairs])
+    assert cdnv(np.concatenate([points, third]), np.r_[labels, 2, 2]) == pytest.approx(expected)
+    assert cdnv(points[:2], labels[:2]) is None  # one class
+    assert cdnv(on_circle([0, 0, 0, 0]), labels) is None  # two classes with one mean

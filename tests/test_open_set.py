@@ -6,6 +6,7 @@ import torch
 
 import train
 from conftest import call_main
+from embedviz.metrics import cdnv
 from embedviz.run_files import load_run
 from embedviz.training_step import TrainStep
 from embedviz.verification import epoch_metrics
@@ -57,9 +58,13 @@ def test_the_run_saves_the_unseen_rows_with_their_labels_and_measures_them(open_
     assert set(labels[:v1]) <= {0, 1, 2, 3, 4, 5} and set(labels[u0:]) == {6, 7, 8, 9}
     assert "held out: classes 6 7 8 9" in result.stdout
     for entry in meta["history"]:
-        assert set(entry["verification"]) == {"seen", "unseen"}
-        for group in entry["verification"].values():
-            assert 0 <= group["auc"] <= 1 and 0 <= group["eer"] <= 1 and set(group["tar_at_far"]) == {"0.01", "0.001"}
+        assert set(entry["verification"]) == set(entry["pair_angles"]) == {"seen", "unseen"}
+        for group, figures in entry["verification"].items():
+            assert 0 <= figures["auc"] <= 1 and 0 <= figures["eer"] <= 1
+            assert set(figures["tar_at_far"]) == {"0.01", "0.001"}
+            angles = entry["pair_angles"][group]  # every pair, counted by its angle
+            assert {kind: sum(counts) for kind, counts in angles.items()} == figures["pairs"]
+            assert entry[f"cdnv_{group}"] > 0
         assert 0 <= entry["open_set_auroc"] <= 1 and 0 <= entry["unseen_ncm_accuracy"] <= 1
         assert entry["unseen_intra_class_deg"] > 0 and entry["unseen_min_angle_deg"] >= 0
         weights = entry["class_weights"]  # one per dataset class; the held-out ones have none
@@ -100,19 +105,32 @@ def test_epoch_metrics_split_the_rows_as_the_run_does():
     result = epoch_metrics(embeddings, labels, splits, np.eye(3)[:2], seed=0)
     assert result["verification"]["seen"]["pairs"] == {"genuine": 2 * 10, "impostor": 25}  # 10 val images, 5 + 5
     assert result["verification"]["unseen"]["pairs"] == {"genuine": 3 * 6, "impostor": 48}  # 12 unseen, 4 + 4 + 4
+    assert result["cdnv_unseen"] == pytest.approx(cdnv(embeddings[30:], labels[30:]))
     closed = epoch_metrics(embeddings[:30], labels[:30], {"train": [0, 20], "val": [20, 30]}, np.eye(3)[:2], seed=0)
-    assert set(closed) == {"verification"} and set(closed["verification"]) == {"seen"}
+    assert set(closed) == {"verification", "pair_angles", "cdnv_seen"} and set(closed["verification"]) == {"seen"}
+    assert closed["cdnv_seen"] == pytest.approx(cdnv(embeddings[20:30], labels[20:30]))
+    assert sum(closed["pair_angles"]["seen"]["genuine"]) == 20 and sum(closed["pair_angles"]["seen"]["impostor"]) == 25
 
 
-def test_drawing_an_open_set_run_writes_its_roc_figure(open_set_run):
+def test_drawing_an_open_set_run_writes_its_roc_scores_and_class_angles(open_set_run):
+    import imageio.v3 as iio
+
     import visualization
+    from embedviz.scores import PANEL_INCHES
 
     out_dir, _ = open_set_run
     result = call_main(visualization.main, "--model", "vgg8_arcface", "--out-dir", out_dir, "--split", "val",
                        "--workers", "1")
     assert result.returncode == 0, result.stderr
-    assert f"wrote {out_dir / 'vgg8_arcface_roc.png'}" in result.stdout
+    for name in ("roc.png", "scores.gif", "scores.png", "class_angles.png"):
+        assert f"wrote {out_dir / f'vgg8_arcface_{name}'}" in result.stdout
     assert (out_dir / "vgg8_arcface_roc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    scores = iio.imread(out_dir / "vgg8_arcface_scores.gif", index=None)
+    width, height = (round(100 * inches) for inches in PANEL_INCHES)
+    assert scores.shape[:3] == (3, 2 * height, width)  # epochs 0-2; a row for the seen, one for the unseen
+    assert not np.array_equal(scores[0], scores[2])
+    last = iio.imread(out_dir / "vgg8_arcface_scores.png")[..., :3].astype(int)
+    assert np.abs(last - scores[-1][..., :3]).mean() < 2  # the last epoch, as the GIF's 64 colors show it
     _, _, meta = load_run(str(out_dir), "vgg8_arcface")
     assert meta["separation_bound_deg"] == 90.0  # 6 seen classes on the sphere: the octahedron
 

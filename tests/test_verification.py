@@ -3,8 +3,17 @@ import math
 import numpy as np
 import pytest
 
-from embedviz.verification import (gallery_split, histograms, open_set_auroc, pair_histograms, summary, unseen_geometry,
-                                   verification)
+from embedviz.verification import (
+    ANGLE_BINS,
+    angle_counts,
+    gallery_split,
+    histograms,
+    open_set_auroc,
+    pair_histograms,
+    summary,
+    unseen_geometry,
+    verification,
+)
 
 
 def test_a_roc_small_enough_to_count_by_hand():
@@ -139,3 +148,12 @@ def test_roc_curves_of_a_frame_per_group_from_0_0_to_1_1():
         auc = np.sum(np.diff(far) * (tar[1:] + tar[:-1]) / 2)
         assert auc == pytest.approx(verification(embeddings[rows], labels[rows])["auc"])
     assert set(roc_curves(embeddings[:50], labels[:50], {"train": [0, 30], "val": [30, 50]})) == {"seen"}
+
+
+def test_pair_angles_fall_in_their_two_degree_bins():
+    angles = np.array([1.0, 1.5, 61.0, 91.0, 179.0])  # bins 0, 0, 30, 45 and 89
+    genuine, impostor = histograms(np.cos(np.radians(angles)), np.cos(np.radians([120.5])))
+    counts = angle_counts(genuine)
+    assert len(counts) == ANGLE_BINS and counts.sum() == 5
+    assert {int(b): int(counts[b]) for b in np.flatnonzero(counts)} == {0: 2, 30: 1, 45: 1, 89: 1}
+    assert np.flatnonzero(angle_counts(impostor)).tolist() == [60]
