@@ -415,7 +415,8 @@ def run_epoch(training, epoch):
     seen_means = class_means(embeddings[train], rows[train], head.num_classes)
     training.frame = embeddings
     return {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "val_accuracy": val_accuracy, **shape,
-            **epoch_metrics(embeddings, labels, training.splits, seen_means, args.seed, on_device(embeddings, training)),
+            **epoch_metrics(embeddings, labels, training.splits, seen_means, args.seed,
+                            on_device(embeddings, training)),
             **norms_by_correctness(embeddings[val], correct[val].numpy()), **extra,
             "seconds": time.perf_counter() - start, "train_seconds": train_seconds,
             "class_weights": None if weights is None else  # one per dataset class, None for one held out

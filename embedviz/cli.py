@@ -46,7 +46,9 @@ def positive(kind):
 
 
 def int_from(low, high=math.inf):
-    return number(int, lambda value: low <= value <= high, f"from {low} to {high}" if high < math.inf else f"{low} or more")
+    """An integer option from low to high (with no high: low or more)."""
+    requirement = f"from {low} to {high}" if high < math.inf else f"{low} or more"
+    return number(int, lambda value: low <= value <= high, requirement)
 
 
 non_negative_int = number(int, lambda value: value >= 0, "0 or more")

@@ -100,8 +100,9 @@ def test_a_run_that_would_fill_the_disk_is_refused_before_training(tiny_mnist, t
     result = call_main(train.main, "--data-dir", tiny_mnist, "--out-dir", tmp_path, "--embedding-dim", "512",
                        "--epochs", "80", "--train-points", "100")
     (line,) = result.stderr.strip().splitlines()
-    assert result.returncode == 1 and re.fullmatch(rf"error: the run needs \d+\.\d MiB in {re.escape(str(tmp_path))} \(81 epochs of "
-                                                   r"400\.0 KiB of embeddings, .*\), and 976\.6 KiB are free; .*", line)
+    expected = (rf"error: the run needs \d+\.\d MiB in {re.escape(str(tmp_path))} \(81 epochs of 400\.0 KiB of "
+                r"embeddings, .*\), and 976\.6 KiB are free; .*")
+    assert result.returncode == 1 and re.fullmatch(expected, line)
     assert list(tmp_path.iterdir()) == []  # nothing written
 
 
