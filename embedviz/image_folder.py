@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
-MIN_CLASSES, MAX_CLASSES = 2, 100
+MIN_CLASSES, MAX_CLASSES = 2, 1000
 VAL_FRACTION = 0.2  # of each class, when the folder has no train/ and val/
 CACHE_FILE = ".vgg8-cache-{size}px.npz"  # beside the data, one per image size
 CHUNK = 512  # images a worker decodes at a time

@@ -214,7 +214,7 @@ def gif_palette(num_classes):
     frame (a per-frame adaptive palette lets colors drift) and the GIF is written without
     quantizing each frame again.
     """
-    colors = np.array(class_colors(num_classes))[:, :3] * 255
+    colors = np.array(class_colors(min(num_classes, 256 - 64)))[:, :3] * 255  # beyond, classes share the nearest hue
     steps = max(1, min(8, (256 - 64) // num_classes))  # a GIF holds 256 colors: fewer blends for many classes
     blends = [color + (255 - color) * t for color in colors for t in np.arange(steps) / steps]
     greys = [[g, g, g] for g in np.linspace(0, 255, 64)]

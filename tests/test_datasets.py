@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import write_mnist_layout
-from embedviz.datasets import DatasetError, balanced_sample, load_dataset, torchvision_dataset, unpack_archives
+from conftest import write_idx, write_mnist_layout
+from embedviz.datasets import (DatasetError, balanced_sample, idx_files, load_dataset, torchvision_dataset,
+                               unpack_archives)
 
 
 def test_reads_idx_files_in_the_torchvision_layout_without_network(tiny_mnist, mnist_digits, no_network):
@@ -35,7 +36,8 @@ def test_unpacks_gz_files_whatever_their_checksum(tmp_path, mnist_digits, no_net
 
 def unpack_when_all_ready(barrier, raw):
     barrier.wait()
-    unpack_archives(torchvision_dataset("fashion-mnist"), raw)
+    files = idx_files("fashion-mnist", torchvision_dataset("fashion-mnist"))
+    unpack_archives([os.path.join(raw, file) for file in files])
 
 
 def test_runs_started_together_unpack_the_same_archives(tmp_path, mnist_digits):
@@ -104,3 +106,26 @@ def test_balanced_sample_zero_or_too_many_means_all():
     labels = torch.tensor([1, 0, 1])
     assert balanced_sample(labels, 0, seed=0).tolist() == [0, 1, 2]
     assert balanced_sample(labels, 5, seed=0).tolist() == [0, 1, 2]
+
+
+def test_emnist_reads_its_balanced_split_upright_with_its_47_classes(tmp_path, no_network):
+    """EMNIST's files in torchvision's layout, its images stored transposed, as the NIST files are."""
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(94 + 47, 28, 28), dtype=np.uint8)
+    images[:, :4] = 0  # an empty band on top: upright, not transposed
+    labels = np.r_[np.arange(94) % 47, np.arange(47)]
+    raw = tmp_path / "EMNIST" / "raw"
+    raw.mkdir(parents=True)
+    for split, rows in (("train", slice(0, 94)), ("test", slice(94, None))):
+        write_idx(raw / f"emnist-balanced-{split}-images-idx3-ubyte", images[rows].transpose(0, 2, 1))
+        write_idx(raw / f"emnist-balanced-{split}-labels-idx1-ubyte", labels[rows])
+    data = load_dataset("emnist", str(tmp_path), seed=0)
+    assert data.name == "emnist" and len(data.class_names) == 47 and data.class_names[:11] == list("0123456789A")
+    np.testing.assert_array_equal(data.train_images.numpy(), images[:94])
+    np.testing.assert_array_equal(data.val_labels.numpy(), labels[94:])
+    write_idx(raw / "emnist-balanced-test-labels-idx1-ubyte", np.r_[labels[94:-1], 47])
+    with pytest.raises(DatasetError, match="holds label 47; expected 0-46"):
+        load_dataset("emnist", str(tmp_path), seed=0)
+    (raw / "emnist-balanced-test-labels-idx1-ubyte").unlink()
+    with pytest.raises(DatasetError, match=r"not in .*EMNIST/raw .*emnist-balanced-test-labels-idx1-ubyte\.gz"):
+        load_dataset("emnist", str(tmp_path), seed=0)

@@ -1,4 +1,4 @@
-"""--dataset imagefolder: any labelled image folder, grey or colour, of 2 to 100 classes, decoded in
+"""--dataset imagefolder: any labelled image folder, grey or colour, of 2 to 1,000 classes, decoded in
 parallel and cached beside the data; written here as real PNG and JPEG files of real digits."""
 
 import colorsys
@@ -97,7 +97,7 @@ def test_files_that_are_not_images_are_skipped_in_one_warning(tmp_path, digits_b
     ({}, ["holds 0 class folder(s)", "at least 2"]),
     ({"only": 3}, ["holds 1 class folder(s)", "at least 2"]),
     ({"a": 3, "empty": 0}, ["class folder", "empty", "holds no image"]),
-    ({f"c{i:03d}": 0 for i in range(101)}, ["101 class folders", "at most 100"]),
+    ({f"c{i:04d}": 0 for i in range(1001)}, ["1001 class folders", "at most 1000"]),
 ])
 def test_bad_folders_are_refused_in_one_line(tmp_path, digits_by_class, layout, fragments):
     (tmp_path / "images").mkdir()
@@ -172,7 +172,7 @@ def test_a_colour_folder_trains_draws_and_rebuilds_end_to_end(colour_folder, tmp
 def test_more_classes_than_tab20_get_distinct_colours_and_fit_one_gif_palette():
     from embedviz import render
 
-    for n in (12, 20, 37, 100):
+    for n in (12, 20, 37, 100, 193, 1000):  # beyond 192, classes share the GIF palette's nearest hue
         colours = {tuple(np.round(c, 4)) for c in render.class_colors(n)}
         assert len(colours) == n and len(render.gif_palette(n)) <= 256
 
