@@ -5,6 +5,7 @@
 """
 
 import contextlib
+import dataclasses
 import math
 import shlex
 import signal
@@ -59,6 +60,9 @@ def parse_args(argv=None):
                    help="size of the embedding; beyond 3, the frames show the 3 principal directions of the last epoch")
     p.add_argument("--image-size", type=image_size, default=28,
                    help="side of the square images of --dataset imagefolder: 28, or a multiple of 8 from 16 to 64")
+    p.add_argument("--classes", type=class_indices, nargs="+", default=[], metavar="CLASS",
+                   help="the dataset classes a run uses (indices or ranges: 0-24 100-132); the others are left out "
+                        "of training and of every measure; default: all")
     p.add_argument("--unseen-classes", type=class_indices, nargs="+", default=[], metavar="CLASS",
                    help="classes held out of training (dataset indices or ranges: 6 7 8 9, 100-132), embedded "
                         "every epoch to measure verification on classes never seen; default: none")
@@ -76,13 +80,14 @@ def parse_args(argv=None):
     if args.image_size != 28 and args.dataset != "imagefolder":
         p.error(f"--image-size {args.image_size}: {args.dataset}'s images are 28x28; "
                 "the size is for --dataset imagefolder")
-    args.unseen_classes = [c for classes in args.unseen_classes for c in classes]  # a list for each index or range
+    for name in ("classes", "unseen_classes"):  # a list for each index or range
+        setattr(args, name, [c for classes in getattr(args, name) for c in classes])
     if args.dataset != "imagefolder":  # an image folder's classes are known once it is read (set_up)
         try:
-            check_unseen(args.unseen_classes, DATASET_CLASSES[args.dataset])
+            check_unseen(args.unseen_classes, DATASET_CLASSES[args.dataset], args.classes)
         except ValueError as error:
             p.error(str(error))
-    args.unseen_classes = sorted(args.unseen_classes)
+    args.classes, args.unseen_classes = sorted(args.classes), sorted(args.unseen_classes)
     return args
 
 
@@ -104,16 +109,22 @@ def class_indices(text):
     return list(range(int(first), int(last or first) + 1))
 
 
-def check_unseen(unseen, num_classes):
-    """--unseen-classes against the dataset's classes: known, not repeated, 2 seen and 2 unseen at least."""
-    if not unseen:
-        return
-    if max(unseen) >= num_classes:
-        raise ValueError(f"--unseen-classes {max(unseen)}: the dataset has classes 0-{num_classes - 1}")
-    if len(set(unseen)) < len(unseen):
-        raise ValueError(f"--unseen-classes {' '.join(map(str, unseen))}: a class is named twice")
-    if not 2 <= len(unseen) <= num_classes - 2:
-        raise ValueError(f"--unseen-classes: hold out from 2 to {num_classes - 2} classes, so that at least 2 "
+def check_unseen(unseen, num_classes, classes=()):
+    """--classes and --unseen-classes against the dataset's classes: known, the unseen among the classes
+    used, 2 seen and 2 unseen at least."""
+    for flag, chosen in (("--classes", classes), ("--unseen-classes", unseen)):
+        if chosen and max(chosen) >= num_classes:
+            raise ValueError(f"{flag} {max(chosen)}: the dataset has classes 0-{num_classes - 1}")
+        if len(set(chosen)) < len(chosen):
+            raise ValueError(f"{flag} {' '.join(map(str, chosen))}: a class is named twice")
+    used = classes or range(num_classes)
+    if classes and not set(unseen) <= set(classes):
+        raise ValueError(f"--unseen-classes {' '.join(map(str, sorted(set(unseen) - set(classes))))}: "
+                         "not among --classes")
+    if classes and len(classes) - len(unseen) < 2:
+        raise ValueError(f"--classes: {len(classes) - len(unseen)} seen classes; train on 2 at least")
+    if unseen and not 2 <= len(unseen) <= len(used) - 2:
+        raise ValueError(f"--unseen-classes: hold out from 2 to {len(used) - 2} classes, so that at least 2 "
                          f"are seen and 2 unseen; got {len(unseen)}")
 
 
@@ -138,10 +149,21 @@ def saved_points(data, train_points, seed, unseen_classes=()):
     return images, labels, splits
 
 
-def head_rows(unseen_classes, num_classes=10):
-    """Dataset label -> the head's row for that class: the seen classes in order, -1 for the unseen."""
+def with_classes(data, classes):
+    """The dataset with the images of `classes` alone (all of them when empty); labels stay the dataset's."""
+    if not classes:
+        return data
+    chosen = torch.tensor(classes)
+    train, val = torch.isin(data.train_labels, chosen), torch.isin(data.val_labels, chosen)
+    return dataclasses.replace(data, train_images=data.train_images[train], train_labels=data.train_labels[train],
+                               val_images=data.val_images[val], val_labels=data.val_labels[val])
+
+
+def head_rows(unseen_classes, num_classes=10, classes=()):
+    """Dataset label -> the head's row for that class: the seen classes in order, -1 for the unseen and
+    for those left out (not among `classes`, when given)."""
     rows = torch.full((num_classes,), -1, dtype=torch.long)
-    seen = [c for c in range(num_classes) if c not in unseen_classes]
+    seen = [c for c in (classes or range(num_classes)) if c not in unseen_classes]
     rows[seen] = torch.arange(len(seen))
     return rows
 
@@ -287,8 +309,9 @@ def set_up(args):
         run_files.check_writable(args.out_dir)
         data = load_dataset(args.dataset, args.data_dir, args.seed, warn=lambda line: print(line, file=sys.stderr),
                             image_size=args.image_size)
-        check_unseen(args.unseen_classes, len(data.class_names))
-        rows = head_rows(args.unseen_classes, len(data.class_names))
+        check_unseen(args.unseen_classes, len(data.class_names), args.classes)
+        data = with_classes(data, args.classes)
+        rows = head_rows(args.unseen_classes, len(data.class_names), args.classes)
         torch.manual_seed(args.seed)
         model = build_model(args.model, args.embedding_dim, int((rows >= 0).sum()),
                             in_channels=1 if data.train_images.dim() == 3 else 3,
@@ -317,6 +340,8 @@ def set_up(args):
         meta["outlier_deg"] = outlier_threshold_deg(model.head.num_classes, args.embedding_dim)
     if data.details:
         meta["dataset_details"] = data.details
+    if args.classes:
+        meta["classes"] = args.classes
     if args.unseen_classes:
         meta["seen_classes"] = [c for c in range(len(rows)) if rows[c] >= 0]
         meta["unseen_classes"] = args.unseen_classes
@@ -329,7 +354,7 @@ def set_up(args):
 
 
 RESUME_MUST_MATCH = ("model", "seed", "batch_size", "lr", "train_points", "embedding_dim", "unseen_classes",
-                     "image_size")
+                     "image_size", "classes")
 RESUME_KEYS = ("model_state", "head", "options", "epoch", "optimizer_state", "scaler_state", "rng_states",
                "history", "best_val_loss", "dataset", "precision")
 
@@ -353,7 +378,7 @@ def restore(training):
             training.meta["precision"] = training.precision
         except PrecisionError:
             pass  # refused below, the difference named
-    saved = {"image_size": 28, **state["options"]}  # runs made before --image-size existed were 28x28
+    saved = {"image_size": 28, "classes": [], **state["options"]}  # runs made before these options had their defaults
     differences = [f"--{key.replace('_', '-')} {describe(saved.get(key))} (now {describe(getattr(args, key))})"
                    for key in RESUME_MUST_MATCH if saved.get(key) != getattr(args, key)]
     for name, then, now in (("dataset", state["dataset"], training.meta["dataset"]),

@@ -50,3 +50,14 @@ def test_glyphs_are_cached_and_a_run_holds_out_a_range_of_them(small_glyphs, tmp
     assert training.meta["dataset_details"]["classes"] == len(glyphs.CLASSES)
     unseen = slice(*training.splits["unseen"])
     assert set(training.points_labels[unseen].tolist()) == set(range(100, 133))
+
+
+def test_a_run_uses_only_the_classes_it_names(small_glyphs, tmp_path):
+    """The sweep's runs: 25 classes trained, the same 33 held out, the 75 others left out of everything."""
+    args = train.parse_args(["--dataset", "glyphs", "--data-dir", str(tmp_path), "--out-dir", str(tmp_path / "out"),
+                             "--classes", "0-24", "100-132", "--unseen-classes", "100-132", "--train-points", "0"])
+    training = train.set_up(args)
+    assert training.model.head.weight.shape == (25, 3) and training.meta["seen_classes"] == list(range(25))
+    assert set(training.train_labels.tolist()) == set(range(25))  # head rows, here the classes themselves
+    assert set(training.points_labels.tolist()) == set(range(25)) | set(range(100, 133))
+    assert training.meta["classes"] == [*range(25), *range(100, 133)]
