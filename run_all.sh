@@ -4,6 +4,8 @@
 #   bash run_all.sh --all              the whole family of twelve heads, and the raw view of Softmax,
 #                                      ArcFace and MagFace (or MODELS="vgg8_cosface vgg8_arcface")
 #   bash run_all.sh --open-set         the whole family with classes 6-9 held out of training, in data/open_set
+#   bash run_all.sh --sweep            where a margin pays: sweep.py's grid, and its table and figure; the
+#                                      arguments after --sweep go to sweep.py (python sweep.py --help)
 # Other arguments go to train.py, e.g.: bash run_all.sh --epochs 20 --dataset fashion-mnist
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -12,6 +14,13 @@ step=""
 trap 'echo "run_all.sh: failed during: $step" >&2' ERR
 
 PYTHON=${PYTHON:-python}
+if [[ "${1:-}" == "--sweep" ]]; then
+    shift
+    step="installing requirements"
+    "$PYTHON" -m pip install -q -r requirements.txt
+    step="the sweep"
+    exec "$PYTHON" sweep.py "$@"
+fi
 FAMILY=(vgg8_softmax vgg8_normface vgg8_sphereface vgg8_cosface vgg8_arcface vgg8_combined
         vgg8_adacos vgg8_subcenter vgg8_curricularface vgg8_elasticface vgg8_magface vgg8_adaface)
 read -r -a MODELS <<< "${MODELS:-vgg8_arcface vgg8_softmax}"

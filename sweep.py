@@ -1,0 +1,242 @@
+"""Where a margin pays: a grid of runs, heads x embedding sizes x numbers of seen classes x seeds,
+measured on the classes they never saw, summarised with the mean and 95% interval over the seeds.
+
+    python sweep.py --dataset glyphs --seen 25 50 100 --epochs 20
+    python sweep.py --dataset fashion-mnist --seen 6 --jobs 4
+
+Every run is train.py's, in OUT_DIR/DATASET-seenN/HEAD-dDIM-sSEED/, the seen classes the dataset's
+first N, the unseen ones the same in every run (--unseen-classes; default: those after the largest N).
+Runs go side by side, --jobs at a time; a finished run is not trained again and a stopped one is
+resumed. Written: the table (OUT_DIR/margin_sweep.md, also printed) and the figure (--figure).
+"""
+
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from embedviz.cli import ArgumentParser, int_from, positive
+
+HEADS = ("vgg8_softmax", "vgg8_normface", "vgg8_cosface", "vgg8_arcface")
+DIMS = (2, 3, 8, 32, 128)
+METRICS = (  # (title, path of keys into the last epoch, better: "higher" or "lower")
+    ("unseen TAR at FAR 1e-3", ("verification", "unseen", "tar_at_far", "0.001"), "higher"),
+    ("unseen EER", ("verification", "unseen", "eer"), "lower"),
+    ("open-set AUROC", ("open_set_auroc",), "higher"),
+    ("unseen CDNV", ("cdnv_unseen",), "lower"),
+)
+
+
+def parse_args(argv=None):
+    import train  # its dataset names and class ranges; imported here, so that --help is quick
+
+    p = ArgumentParser(prog="sweep.py", description=__doc__)
+    p.add_argument("--dataset", default="glyphs", choices=[d for d in train.DATASET_CLASSES],
+                   help="a dataset of train.py with classes enough to hold some out")
+    p.add_argument("--seen", type=int_from(2), nargs="+", default=[25, 50, 100],
+                   help="numbers of seen classes: the dataset's first N, not held out")
+    p.add_argument("--unseen-classes", type=train.class_indices, nargs="+", metavar="CLASS",
+                   help="the classes held out of every run (default: those after the largest --seen)")
+    p.add_argument("--heads", nargs="+", default=list(HEADS), help="train.py --model names")
+    p.add_argument("--dims", type=int_from(2, train.MAX_EMBEDDING_DIM), nargs="+", default=list(DIMS),
+                   help="embedding sizes")
+    p.add_argument("--seeds", type=int_from(0), nargs="+", default=[0, 1, 2, 3, 4], help="one run a seed")
+    p.add_argument("--epochs", type=int_from(1), default=20, help="epochs a run")
+    p.add_argument("--batch-size", type=int_from(2), default=128, help="training batch size")
+    p.add_argument("--train-points", type=int_from(0), default=1000, help="training images saved a run")
+    p.add_argument("--data-dir", default="data", help="as train.py's")
+    p.add_argument("--out-dir", default="data/sweep", help="the runs' folders, and the table")
+    p.add_argument("--figure", default="docs/margin_sweep.png", help="the figure's path")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="as train.py's")
+    p.add_argument("--jobs", type=positive(int),
+                   help="runs side by side (default: 1 on a CPU, whose cores one run uses; 4 on a GPU)")
+    args = p.parse_args(argv)
+    num_classes = train.DATASET_CLASSES[args.dataset]
+    unseen = sorted({c for classes in args.unseen_classes or [range(max(args.seen), num_classes)] for c in classes})
+    try:
+        for seen in args.seen:
+            if set(range(seen)) & set(unseen):
+                raise ValueError(f"--seen {seen}: its classes 0-{seen - 1} include held-out ones")
+            train.check_unseen(unseen, num_classes, [*range(seen), *unseen])
+    except ValueError as error:
+        p.error(str(error))
+    args.unseen_classes = unseen
+    return args
+
+
+# ---------------------------------------------------------------- the grid and its runs
+
+def grid(args):
+    """[(folder, train.py arguments)], one a run, in the order they are trained."""
+    runs = []
+    unseen = " ".join(map(str, args.unseen_classes))
+    for seen in args.seen:
+        for seed in args.seeds:
+            for dim in args.dims:
+                for head in args.heads:
+                    folder = os.path.join(args.out_dir, f"{args.dataset}-seen{seen}", f"{head}-d{dim}-s{seed}")
+                    runs.append((folder, [
+                        "--model", head, "--dataset", args.dataset, "--data-dir", args.data_dir, "--out-dir", folder,
+                        "--classes", f"0-{seen - 1}", *unseen.split(), "--unseen-classes", *unseen.split(),
+                        "--embedding-dim", str(dim), "--seed", str(seed), "--epochs", str(args.epochs),
+                        "--batch-size", str(args.batch_size), "--train-points", str(args.train_points),
+                        "--device", args.device]))
+    return runs
+
+
+def state(folder, model, epochs):
+    """"done", "stopped" (a checkpoint to resume from) or "new"."""
+    meta = os.path.join(folder, f"all_{model}_meta.json")
+    if os.path.exists(meta):
+        with open(meta) as f:
+            if json.load(f)["epochs_completed"] >= epochs:
+                return "done"
+    return "stopped" if os.path.exists(os.path.join(folder, f"{model}_last.pth")) else "new"
+
+
+def subprocess_launch(folder, argv):
+    """Starts train.py on one run, its output in the run's train.log; returns what wait() returns."""
+    os.makedirs(folder, exist_ok=True)
+    log = open(os.path.join(folder, "train.log"), "w")
+    process = subprocess.Popen([sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "train.py"),
+                                *argv], stdout=log, stderr=subprocess.STDOUT)
+    return lambda: (process.wait(), log.close())[0]
+
+
+def train_all(runs, epochs, jobs, launch=subprocess_launch):
+    """Trains the runs not done yet, `jobs` at a time, resuming the stopped ones; returns the folders of
+    those that failed. launch(folder, argv) starts one and returns a function that waits for its status."""
+    todo = []
+    for folder, argv in runs:
+        status = state(folder, argv[argv.index("--model") + 1], epochs)
+        if status != "done":
+            todo.append((folder, [*argv, "--resume"] if status == "stopped" else argv))
+    print(f"{len(runs) - len(todo)} of {len(runs)} runs done; training {len(todo)}, {jobs} at a time", flush=True)
+    running, failed, start = [], [], time.perf_counter()
+    for number, (folder, argv) in enumerate(todo, start=1):
+        running.append((folder, launch(folder, argv)))
+        while len(running) >= jobs or (number == len(todo) and running):
+            done_folder, wait = running.pop(0)
+            if wait() != 0:
+                failed.append(done_folder)
+            finished = number - len(running)
+            print(f"{finished}/{len(todo)} {done_folder}: {'failed' if failed[-1:] == [done_folder] else 'done'} "
+                  f"({time.perf_counter() - start:.0f} s)", flush=True)
+    return failed
+
+
+# ---------------------------------------------------------------- the summary
+
+def value_at(entry, path):
+    for key in path:
+        entry = entry.get(key) if isinstance(entry, dict) else None
+    return entry
+
+
+def interval(values):
+    """(mean, half-width of the 95% interval of the mean: Student's t, n - 1 degrees of freedom, times the
+    standard error) of the values that are not None; NaN where there are none (or one, for the width)."""
+    from scipy.stats import t
+
+    values = np.array([v for v in values if v is not None], float)
+    if len(values) == 0:
+        return math.nan, math.nan
+    if len(values) == 1:
+        return float(values[0]), math.nan
+    return float(values.mean()), float(t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values)))
+
+
+def summarise(args):
+    """{(seen, head, dim): {metric title: (mean, half-width, seeds)}} over the finished runs."""
+    cells = {}
+    for seen in args.seen:
+        for head in args.heads:
+            for dim in args.dims:
+                lasts = []
+                for seed in args.seeds:
+                    folder = os.path.join(args.out_dir, f"{args.dataset}-seen{seen}", f"{head}-d{dim}-s{seed}")
+                    if state(folder, head, args.epochs) == "done":
+                        with open(os.path.join(folder, f"all_{head}_meta.json")) as f:
+                            lasts.append(json.load(f)["history"][args.epochs])
+                cells[seen, head, dim] = {title: (*interval([value_at(e, path) for e in lasts]), len(lasts))
+                                          for title, path, _ in METRICS}
+    return cells
+
+
+def table(cells, args):
+    """The summary as Markdown: a row a cell, each figure as mean ± half-width of its 95% interval."""
+    lines = [f"{args.dataset}, {args.epochs} epochs, held out: classes {args.unseen_classes[0]}-"
+             f"{args.unseen_classes[-1]}; mean ± 95% interval over the seeds", "",
+             "| seen classes | head | dim | seeds | " + " | ".join(title for title, _, _ in METRICS) + " |",
+             "|---" * (4 + len(METRICS)) + "|"]
+    for (seen, head, dim), figures in cells.items():
+        seeds = max(n for _, _, n in figures.values())
+        shown = [f"{mean:.3f} ± {half:.3f}" if not math.isnan(half) else f"{mean:.3f}" if not math.isnan(mean) else "-"
+                 for mean, half, _ in figures.values()]
+        lines.append(f"| {seen} | `{head}` | {dim} | {seeds} | " + " | ".join(shown) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def figure(cells, args, path):
+    """A panel a metric (rows) and a number of seen classes (columns): each head's mean against the
+    embedding size, with its 95% interval as error bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(METRICS), len(args.seen), figsize=(4.2 * len(args.seen) + 1, 2.6 * len(METRICS)),
+                             dpi=100, squeeze=False, sharex=True)
+    for column, seen in enumerate(args.seen):
+        for row, (title, _, better) in enumerate(METRICS):
+            ax = axes[row, column]
+            for index, head in enumerate(args.heads):
+                means, halves = (np.array([cells[seen, head, dim][title][k] for dim in args.dims]) for k in (0, 1))
+                ax.errorbar(np.array(args.dims) * (1 + 0.04 * (index - 1.5)), means, yerr=np.nan_to_num(halves),
+                            marker="o", markersize=3, capsize=2, linewidth=1.2, label=head.removeprefix("vgg8_"))
+            ax.set_xscale("log", base=2)
+            if title.endswith("CDNV"):
+                ax.set_yscale("log")
+            ax.set_xticks(args.dims, [str(d) for d in args.dims])
+            ax.set_title(f"{title} ({better} is better), {seen} seen classes", fontsize=9)
+            ax.grid(alpha=0.3)
+            if row == len(METRICS) - 1:
+                ax.set_xlabel("embedding size")
+    axes[0, 0].legend(fontsize=8)
+    fig.suptitle(f"{args.dataset}: classes {args.unseen_classes[0]}-{args.unseen_classes[-1]} never seen in training\n"
+                 f"{len(args.seeds)} seeds, {args.epochs} epochs: mean and 95% interval", fontsize=10)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def main(argv=None, launch=subprocess_launch):
+    args = parse_args(argv)
+    jobs = args.jobs or (4 if args.device != "cpu" and cuda_available() else 1)
+    failed = train_all(grid(args), args.epochs, jobs, launch)
+    cells = summarise(args)
+    text = table(cells, args)
+    os.makedirs(args.out_dir, exist_ok=True)
+    with open(os.path.join(args.out_dir, "margin_sweep.md"), "w") as f:
+        f.write(text)
+    print(text)
+    figure(cells, args, args.figure)
+    print(f"wrote {os.path.join(args.out_dir, 'margin_sweep.md')}, {args.figure}")
+    if failed:
+        raise SystemExit(f"error: {len(failed)} runs failed, their train.log says why: {', '.join(failed)}")
+    return 0
+
+
+def cuda_available():
+    import torch
+
+    return torch.cuda.is_available()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

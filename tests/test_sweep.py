@@ -1,0 +1,46 @@
+"""sweep.py: its grid trained once, resumed where stopped, and summarised with intervals counted by hand."""
+
+import math
+
+import pytest
+
+import sweep
+import train
+from conftest import call_main
+
+
+def test_the_interval_is_students_for_the_mean_of_the_seeds():
+    mean, half = sweep.interval([1.0, 2.0, 3.0, None, 4.0, 5.0])  # None: a run without that figure
+    # sd sqrt(2.5), standard error sqrt(2.5 / 5), t(0.975, 4 degrees of freedom) = 2.776445
+    assert mean == 3.0 and half == pytest.approx(2.776445 * math.sqrt(0.5), rel=1e-6)
+    assert sweep.interval([0.4])[0] == 0.4 and math.isnan(sweep.interval([0.4])[1])
+    assert all(math.isnan(x) for x in sweep.interval([None]))
+
+
+def test_the_sweep_trains_its_grid_once_and_resumes_stopped_runs(tiny_mnist, tmp_path):
+    launched = []
+
+    def in_process(folder, argv):  # train.py's main, in this process, as the sweep would start it
+        launched.append(argv)
+        result = call_main(train.main, *argv)
+        return lambda: result.returncode
+
+    options = ["--dataset", "mnist", "--data-dir", tiny_mnist, "--seen", "4", "--heads", "vgg8_softmax", "vgg8_arcface",
+               "--dims", "3", "8", "--seeds", "0", "1", "--train-points", "100", "--batch-size", "64",
+               "--out-dir", tmp_path / "sweep", "--figure", tmp_path / "sweep.png", "--device", "cpu"]
+    run = [str(option) for option in options]
+    assert sweep.main([*run, "--epochs", "1"], launch=in_process) == 0
+    assert len(launched) == 8 and all("--resume" not in argv for argv in launched)
+    assert {argv[argv.index("--unseen-classes") + 1] for argv in launched} == {"4"}  # classes 4-9, every run
+    table = (tmp_path / "sweep" / "margin_sweep.md").read_text()
+    assert table.count("| 4 | `vgg8_") == 4 and "| 2 |" in table  # 2 heads x 2 sizes, each over 2 seeds
+    assert (tmp_path / "sweep.png").read_bytes()[:4] == b"\x89PNG"
+    launched.clear()
+    assert sweep.main([*run, "--epochs", "1"], launch=in_process) == 0 and launched == []  # all done
+    assert sweep.main([*run, "--epochs", "2"], launch=in_process) == 0
+    assert len(launched) == 8 and all("--resume" in argv for argv in launched)  # each goes on from epoch 1
+
+
+def test_held_out_classes_must_lie_beyond_the_seen_ones():
+    result = call_main(sweep.main, "--dataset", "mnist", "--seen", "6", "--unseen-classes", "5-9")
+    assert result.returncode == 2 and "--seen 6: its classes 0-5 include held-out ones" in result.stderr
