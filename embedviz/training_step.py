@@ -45,9 +45,8 @@ class TrainStep:
         self.use_graph, self.graph, self.warm_steps = graph, None, 0
         self.graph_index = torch.zeros(batch_size, dtype=torch.long, device=images.device) if graph else None
         self.graph_grads = None  # the gradients the graph writes, which fp16's optimizer step outside it reads
-        if graph:  # Adam's fused kernel keeps its step count on the device: the same numbers, capturable
-            for group in optimizer.param_groups:
-                group["capturable"] = True
+        for group in optimizer.param_groups:  # Adam's fused kernel keeps its step count on the device: the
+            group["capturable"] = graph      # same numbers, capturable; a resumed state may say otherwise
 
     def __call__(self, index):
         if not (self.use_graph and len(index) == self.batch_size):
