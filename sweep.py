@@ -7,7 +7,8 @@ measured on the classes they never saw, summarised with the mean and 95% interva
 Every run is train.py's, in OUT_DIR/DATASET-seenN/HEAD-dDIM-sSEED/, the seen classes the dataset's
 first N, the unseen ones the same in every run (--unseen-classes; default: those after the largest N).
 Runs go side by side, --jobs at a time; a finished run is not trained again and a stopped one is
-resumed. Written: the table (OUT_DIR/margin_sweep.md, also printed) and the figure (--figure).
+resumed. Written: the tables (OUT_DIR/margin_sweep.md, also printed: each head's figures, and each
+head's difference from the first head's, seed by seed) and the figure (--figure).
 """
 
 import json
@@ -101,7 +102,7 @@ def state(folder, model, epochs):
 def subprocess_launch(folder, argv):
     """Starts train.py on one run, its output in the run's train.log; returns what wait() returns."""
     os.makedirs(folder, exist_ok=True)
-    log = open(os.path.join(folder, "train.log"), "w")
+    log = open(os.path.join(folder, "train.log"), "w")  # noqa: SIM115 (closed by the waiting function)
     process = subprocess.Popen([sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "train.py"),
                                 *argv], stdout=log, stderr=subprocess.STDOUT)
     return lambda: (process.wait(), log.close())[0]
@@ -150,65 +151,102 @@ def interval(values):
     return float(values.mean()), float(t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values)))
 
 
-def summarise(args):
-    """{(seen, head, dim): {metric title: (mean, half-width, seeds)}} over the finished runs."""
-    cells = {}
+def collect(args):
+    """{(seen, head, dim): {metric title: {seed: value}}} from the last epoch of the finished runs."""
+    values = {}
     for seen in args.seen:
         for head in args.heads:
             for dim in args.dims:
-                lasts = []
+                lasts = {}
                 for seed in args.seeds:
                     folder = os.path.join(args.out_dir, f"{args.dataset}-seen{seen}", f"{head}-d{dim}-s{seed}")
                     if state(folder, head, args.epochs) == "done":
                         with open(os.path.join(folder, f"all_{head}_meta.json")) as f:
-                            lasts.append(json.load(f)["history"][args.epochs])
-                cells[seen, head, dim] = {title: (*interval([value_at(e, path) for e in lasts]), len(lasts))
-                                          for title, path, _ in METRICS}
-    return cells
+                            lasts[seed] = json.load(f)["history"][args.epochs]
+                values[seen, head, dim] = {title: {seed: value_at(entry, path) for seed, entry in lasts.items()}
+                                           for title, path, _ in METRICS}
+    return values
 
 
-def table(cells, args):
-    """The summary as Markdown: a row a cell, each figure as mean ± half-width of its 95% interval."""
-    lines = [f"{args.dataset}, {args.epochs} epochs, held out: classes {args.unseen_classes[0]}-"
-             f"{args.unseen_classes[-1]}; mean ± 95% interval over the seeds", "",
-             "| seen classes | head | dim | seeds | " + " | ".join(title for title, _, _ in METRICS) + " |",
-             "|---" * (4 + len(METRICS)) + "|"]
+def summarise(values):
+    """{cell: {metric title: (mean, half-width, seeds)}}: each head on its own."""
+    return {cell: {title: (*interval(list(by_seed.values())), len(by_seed)) for title, by_seed in figures.items()}
+            for cell, figures in values.items()}
+
+
+def differences(values, baseline):
+    """{cell: {metric title: (mean, half-width, seeds)}} of each other head minus `baseline`, seed by seed
+    (a seed's runs share their data order and held-out classes, so the pairs are matched), over the seeds
+    where both finished and have the figure."""
+    paired = {}
+    for (seen, head, dim), figures in values.items():
+        if head == baseline:
+            continue
+        paired[seen, head, dim] = {}
+        for title, by_seed in figures.items():
+            base = values[seen, baseline, dim][title]
+            diffs = [value - base[seed] for seed, value in by_seed.items()
+                     if value is not None and base.get(seed) is not None]
+            paired[seen, head, dim][title] = (*interval(diffs), len(diffs))
+    return paired
+
+
+def table(cells, caption, head_label="head"):
+    """Cells as Markdown: a row a cell, each figure as mean ± half-width of its 95% interval."""
+    lines = [caption, "", f"| seen classes | {head_label} | dim | seeds | "
+             + " | ".join(title for title, _, _ in METRICS) + " |", "|---" * (4 + len(METRICS)) + "|"]
+    sign = "" if head_label == "head" else "+"  # differences show theirs
     for (seen, head, dim), figures in cells.items():
         seeds = max(n for _, _, n in figures.values())
-        shown = [f"{mean:.3f} ± {half:.3f}" if not math.isnan(half) else f"{mean:.3f}" if not math.isnan(mean) else "-"
+        shown = [f"{mean:{sign}.3f} ± {half:.3f}"
+                 if not math.isnan(half) else f"{mean:.3f}" if not math.isnan(mean) else "-"
                  for mean, half, _ in figures.values()]
         lines.append(f"| {seen} | `{head}` | {dim} | {seeds} | " + " | ".join(shown) + " |")
     return "\n".join(lines) + "\n"
 
 
+def report(values, args):
+    """The two tables: each head's figures, then each head's difference from the first head's."""
+    held_out = f"held out: classes {args.unseen_classes[0]}-{args.unseen_classes[-1]}"
+    baseline = args.heads[0]
+    text = table(summarise(values), f"{args.dataset}, {args.epochs} epochs, {held_out}; mean ± 95% interval "
+                 "over the seeds")
+    if len(args.heads) > 1:
+        text += "\n" + table(differences(values, baseline), f"Each head minus `{baseline}`, seed by seed: mean "
+                              "± 95% interval of the differences (an interval that holds 0 shows no difference)",
+                              head_label=f"head − {baseline.removeprefix('vgg8_')}")
+    return text
+
+
 def figure(cells, args, path):
-    """A panel a metric (rows) and a number of seen classes (columns): each head's mean against the
+    """A panel a number of seen classes (rows) and a metric (columns): each head's mean against the
     embedding size, with its 95% interval as error bars."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(len(METRICS), len(args.seen), figsize=(4.2 * len(args.seen) + 1, 2.6 * len(METRICS)),
+    fig, axes = plt.subplots(len(args.seen), len(METRICS), figsize=(3.6 * len(METRICS), 2.9 * len(args.seen) + 0.6),
                              dpi=100, squeeze=False, sharex=True)
-    for column, seen in enumerate(args.seen):
-        for row, (title, _, better) in enumerate(METRICS):
+    for row, seen in enumerate(args.seen):
+        for column, (title, _, better) in enumerate(METRICS):
             ax = axes[row, column]
             for index, head in enumerate(args.heads):
                 means, halves = (np.array([cells[seen, head, dim][title][k] for dim in args.dims]) for k in (0, 1))
-                ax.errorbar(np.array(args.dims) * (1 + 0.04 * (index - 1.5)), means, yerr=np.nan_to_num(halves),
+                offset = 1 + 0.04 * (index - (len(args.heads) - 1) / 2)  # side by side, the bars apart
+                ax.errorbar(np.array(args.dims) * offset, means, yerr=np.nan_to_num(halves),
                             marker="o", markersize=3, capsize=2, linewidth=1.2, label=head.removeprefix("vgg8_"))
             ax.set_xscale("log", base=2)
             if title.endswith("CDNV"):
                 ax.set_yscale("log")
             ax.set_xticks(args.dims, [str(d) for d in args.dims])
-            ax.set_title(f"{title} ({better} is better), {seen} seen classes", fontsize=9)
+            ax.set_title(f"{title}\n({better} is better), {seen} seen classes", fontsize=9)
             ax.grid(alpha=0.3)
-            if row == len(METRICS) - 1:
+            if row == len(args.seen) - 1:
                 ax.set_xlabel("embedding size")
     axes[0, 0].legend(fontsize=8)
-    fig.suptitle(f"{args.dataset}: classes {args.unseen_classes[0]}-{args.unseen_classes[-1]} never seen in training\n"
-                 f"{len(args.seeds)} seeds, {args.epochs} epochs: mean and 95% interval", fontsize=10)
+    fig.suptitle(f"{args.dataset}: classes {args.unseen_classes[0]}-{args.unseen_classes[-1]} never seen in "
+                 f"training; {len(args.seeds)} seeds, {args.epochs} epochs: mean and 95% interval", fontsize=10)
     fig.tight_layout()
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     fig.savefig(path)
@@ -219,13 +257,13 @@ def main(argv=None, launch=subprocess_launch):
     args = parse_args(argv)
     jobs = args.jobs or (4 if args.device != "cpu" and cuda_available() else 1)
     failed = train_all(grid(args), args.epochs, jobs, launch)
-    cells = summarise(args)
-    text = table(cells, args)
+    values = collect(args)
+    text = report(values, args)
     os.makedirs(args.out_dir, exist_ok=True)
     with open(os.path.join(args.out_dir, "margin_sweep.md"), "w") as f:
         f.write(text)
     print(text)
-    figure(cells, args, args.figure)
+    figure(summarise(values), args, args.figure)
     print(f"wrote {os.path.join(args.out_dir, 'margin_sweep.md')}, {args.figure}")
     if failed:
         raise SystemExit(f"error: {len(failed)} runs failed, their train.log says why: {', '.join(failed)}")

@@ -17,6 +17,17 @@ def test_the_interval_is_students_for_the_mean_of_the_seeds():
     assert all(math.isnan(x) for x in sweep.interval([None]))
 
 
+def test_differences_pair_the_seeds_where_both_heads_have_the_figure():
+    values = {(4, "a", 3): {"T": {0: 1.0, 1: 2.0, 2: None}, "U": {0: 0.5}},
+              (4, "b", 3): {"T": {0: 1.5, 1: 3.0, 2: 5.0}, "U": {1: 0.7}}}
+    paired = sweep.differences(values, "a")
+    assert list(paired) == [(4, "b", 3)]
+    mean, half, seeds = paired[4, "b", 3]["T"]  # seed 2 left out: "a" has no figure there
+    # differences 0.5 and 1.0: sd sqrt(0.125), standard error 0.25, t(0.975, 1 degree of freedom) = 12.706205
+    assert (mean, seeds) == (0.75, 2) and half == pytest.approx(12.706205 * 0.25, rel=1e-6)
+    assert paired[4, "b", 3]["U"][2] == 0 and math.isnan(paired[4, "b", 3]["U"][0])  # no seed in common
+
+
 def test_the_sweep_trains_its_grid_once_and_resumes_stopped_runs(tiny_mnist, tmp_path):
     launched = []
 
@@ -33,7 +44,8 @@ def test_the_sweep_trains_its_grid_once_and_resumes_stopped_runs(tiny_mnist, tmp
     assert len(launched) == 8 and all("--resume" not in argv for argv in launched)
     assert {argv[argv.index("--unseen-classes") + 1] for argv in launched} == {"4"}  # classes 4-9, every run
     table = (tmp_path / "sweep" / "margin_sweep.md").read_text()
-    assert table.count("| 4 | `vgg8_") == 4 and "| 2 |" in table  # 2 heads x 2 sizes, each over 2 seeds
+    assert table.count("| 4 | `vgg8_") == 4 + 2 and "| 2 |" in table  # 2 heads x 2 sizes over 2 seeds, then
+    assert "| head − softmax |" in table                                # arcface's differences at 2 sizes
     assert (tmp_path / "sweep.png").read_bytes()[:4] == b"\x89PNG"
     launched.clear()
     assert sweep.main([*run, "--epochs", "1"], launch=in_process) == 0 and launched == []  # all done
