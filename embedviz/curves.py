@@ -7,6 +7,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 TAR_AT_1E3 = ("tar_at_far", "0.001")
+PANEL_HEIGHT = 2.4  # inches a metric
 PANELS = [  # (title, y label, lines: (history key, or path of keys into an entry, line style))
     ("val accuracy (argmax of the head, no label)", "accuracy", [("val_accuracy", "-")]),
     ("nearest-class-mean accuracy", "accuracy", [("ncm_accuracy", "-")]),
@@ -17,7 +18,7 @@ PANELS = [  # (title, y label, lines: (history key, or path of keys into an entr
     ("verification: TAR at FAR 1e-3, seen classes (solid) and unseen (dashed)", "TAR",
      [(("verification", "seen", *TAR_AT_1E3), "-"), (("verification", "unseen", *TAR_AT_1E3), "--")]),
     ("open set: AUROC of seen against unseen images", "AUROC", [("open_set_auroc", "-")]),
-    ("CDNV: class-distance-normalised variance, seen classes (solid) and unseen (dashed); low: tight and apart",
+    ("CDNV: class-distance-normalised variance, seen classes (solid) and unseen (dashed);\nlow: tight and apart",
      "CDNV, log scale", [("cdnv_seen", "-"), ("cdnv_unseen", "--")]),
     ("norm before normalisation: correctly (solid) and wrongly (dashed) classified val images", "norm",
      [("norm_correct", "-"), ("norm_wrong", "--")]),
@@ -66,7 +67,9 @@ def panels_of(metas):
 def plot_metrics(metas, path):
     """One panel per metric that some run has, one color per run."""
     panels = panels_of(metas)
-    fig, axes = plt.subplots(len(panels), 1, figsize=(7, 2.4 * len(panels)), sharex=True, dpi=100, squeeze=False)
+    height = PANEL_HEIGHT * len(panels)
+    fig, axes = plt.subplots(len(panels), 1, figsize=(7, height), sharex=True, dpi=100, squeeze=False)
+    fig.subplots_adjust(left=0.11, right=0.98, top=1 - 0.5 / height, bottom=0.55 / height, hspace=0.42)  # inches:
     axes = axes[:, 0]
     for ax, (title, unit, lines) in zip(axes, panels):
         for index, meta in enumerate(metas):  # a run keeps its color in every panel
@@ -85,7 +88,6 @@ def plot_metrics(metas, path):
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8, ncol=min(len(metas), 3))
     axes[-1].set_xlabel("epoch")
-    fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
 
