@@ -10,6 +10,7 @@
 import os
 import re
 import sys
+from argparse import BooleanOptionalAction
 
 import imageio.v3 as iio
 import numpy as np
@@ -52,6 +53,9 @@ def parse_args(argv=None):
     p.add_argument("--workers", type=positive(int), default=min(os.cpu_count() or 1, 4),
                    help="processes rendering frames in parallel; 1: all in this process")
     p.add_argument("--keep-frames", action="store_true", help="also write every frame as a PNG")
+    p.add_argument("--figures", action=BooleanOptionalAction, default=True,
+                   help="also draw the still figures: metric curves, ROC, score distributions, class angles, "
+                        "misfits and outliers; --no-figures: the animations only (and what --html or --projector ask)")
     p.add_argument("--projector", type=non_negative_int, nargs="?", const=-1, metavar="EPOCH",
                    help="also write the files of TensorBoard's projector for this epoch (the last when given alone) "
                         "in data/M_projector/: tensorboard --logdir data/M_projector")
@@ -265,6 +269,26 @@ def draw_images(args, runs):
     return written
 
 
+def draw_curves(args, runs):
+    """The metrics of every epoch (M_metrics.png) and the ROC curves of the last (M_roc.png) of the runs
+    that recorded them; comparison_... for several runs."""
+    written = []
+    with_metrics = [run for run in runs if has_metrics(run.meta)]
+    if with_metrics:
+        name = with_metrics[0].model if len(with_metrics) == 1 else "comparison"
+        path = os.path.join(args.out_dir, f"{name}_metrics.png")
+        plot_metrics([run.meta for run in with_metrics], path)
+        written.append(path)
+    with_verification = [run for run in with_metrics if "verification" in run.history[-1]]
+    if with_verification:
+        name = with_verification[0].model if len(with_verification) == 1 else "comparison"
+        path = os.path.join(args.out_dir, f"{name}_roc.png")
+        plot_roc([(run.model, roc_curves(run.embeddings[-1], run.labels_of_rows, run.meta["splits"]))
+                  for run in with_verification], path)
+        written.append(path)
+    return written
+
+
 def draw_scores(args, runs):
     """The angles of the pairs of every epoch (M_scores.gif, and the last epoch M_scores.png; comparison_...
     for several runs) of the runs that recorded them, and each run's angles between its class means at
@@ -308,21 +332,8 @@ def main(argv=None):
                 written += animate(args, [run], split, run.model)
     if args.html:
         written += write_pages(args, runs, splits)
-    with_metrics = [run for run in runs if has_metrics(run.meta)]
-    if with_metrics:
-        name = with_metrics[0].model if len(with_metrics) == 1 else "comparison"
-        path = os.path.join(args.out_dir, f"{name}_metrics.png")
-        plot_metrics([run.meta for run in with_metrics], path)
-        written.append(path)
-    with_verification = [run for run in with_metrics if "verification" in run.history[-1]]
-    if with_verification:
-        name = with_verification[0].model if len(with_verification) == 1 else "comparison"
-        path = os.path.join(args.out_dir, f"{name}_roc.png")
-        plot_roc([(run.model, roc_curves(run.embeddings[-1], run.labels_of_rows, run.meta["splits"]))
-                  for run in with_verification], path)
-        written.append(path)
-    written += draw_scores(args, runs)
-    written += draw_images(args, runs)
+    if args.figures:
+        written += draw_curves(args, runs) + draw_scores(args, runs) + draw_images(args, runs)
     if args.projector is not None:
         written += write_projectors(args, runs)
     for path in written:

@@ -49,15 +49,15 @@ def arcface_val(runs):
 @pytest.fixture(scope="module")
 def softmax_pages(runs):
     """softmax's two splits with their pages; the legend of the last figure drawn (the validation split's)."""
-    result = draw(runs, "--model", "vgg8_softmax", "--html", "--html-points", "50")
+    result = draw(runs, "--no-figures", "--model", "vgg8_softmax", "--html", "--html-points", "50")
     return result, legend_of_last_drawing()
 
 
 @pytest.fixture(scope="module")
 def softmax_raw(runs):
     """softmax's raw view of the validation split as an MP4, with its page; the video's frames kept."""
-    result = draw(runs, "--model", "vgg8_softmax", "--split", "val", "--space", "raw", "--format", "mp4", "--html",
-                  "--html-points", "50")
+    result = draw(runs, "--no-figures", "--model", "vgg8_softmax", "--split", "val", "--space", "raw",
+                  "--format", "mp4", "--html", "--html-points", "50")
     return result, iio.imread(runs / "vgg8_softmax_Validation_Embeddings_raw.mp4", plugin="FFMPEG", index=None)
 
 
@@ -82,8 +82,8 @@ def test_comparison_has_one_panel_per_run_and_the_shorter_run_holds_its_last_fra
 
 
 def test_mp4_has_every_frame_plus_the_held_last_and_is_smaller_than_the_gif(runs):
-    draw(runs, "--model", "vgg8_arcface", "--split", "train")
-    draw(runs, "--model", "vgg8_arcface", "--split", "train", "--format", "mp4", "--fps", "8")
+    draw(runs, "--no-figures", "--model", "vgg8_arcface", "--split", "train")
+    draw(runs, "--no-figures", "--model", "vgg8_arcface", "--split", "train", "--format", "mp4", "--fps", "8")
     gif, mp4 = runs / "vgg8_arcface_Training_Embeddings.gif", runs / "vgg8_arcface_Training_Embeddings.mp4"
     video = iio.imread(mp4, plugin="FFMPEG", index=None)
     assert video.shape == (3 + 23, PANEL, PANEL, 3)  # 3 epochs, then 3 s at 8 frames a second
@@ -103,17 +103,17 @@ def test_a_turning_camera_changes_the_view_of_the_same_points():
 
 def test_rotate_and_fixed_views_change_the_frames(runs, arcface_val):
     _, plain = arcface_val
-    draw(runs, "--model", "vgg8_arcface", "--split", "val", "--rotate", "10")
+    draw(runs, "--no-figures", "--model", "vgg8_arcface", "--split", "val", "--rotate", "10")
     turning = iio.imread(runs / "vgg8_arcface_Validation_Embeddings.gif", index=None)
     assert np.array_equal(plain[0], turning[0])  # frame 0 at the starting azimuth
     assert not np.array_equal(plain[2], turning[2])
-    draw(runs, "--model", "vgg8_arcface", "--split", "val", "--elev", "80", "--azim", "0")
+    draw(runs, "--no-figures", "--model", "vgg8_arcface", "--split", "val", "--elev", "80", "--azim", "0")
     top = iio.imread(runs / "vgg8_arcface_Validation_Embeddings.gif", index=None)
     assert not np.array_equal(plain[0], top[0])
 
 
 def test_2d_embeddings_are_drawn_on_the_unit_circle(runs):
-    draw(runs, "--model", "vgg8_cosface", "--split", "val", "--keep-frames")
+    draw(runs, "--no-figures", "--model", "vgg8_cosface", "--split", "val", "--keep-frames")
     frames = iio.imread(runs / "vgg8_cosface_Validation_Embeddings.gif", index=None)
     embeddings = np.load(runs / "all_vgg8_cosface_embeddings.npy")
     assert embeddings.shape[-1] == 2 and frames.shape == (2, PANEL, PANEL, 3)
@@ -133,8 +133,11 @@ def test_a_circle_frame_puts_points_where_their_angle_says():
 
 
 def test_html_writes_one_light_offline_page_per_3d_run_and_prints_its_size(runs):
-    result = draw(runs, "--model", "vgg8_arcface", "vgg8_cosface", "--split", "val", "--html", "--html-points", "50")
+    result = draw(runs, "--no-figures", "--model", "vgg8_arcface", "vgg8_cosface", "--split", "val", "--html",
+                  "--html-points", "50")
     page = runs / "vgg8_arcface_Validation_Embeddings.html"
+    written = [line.removeprefix("wrote ") for line in result.stdout.splitlines() if line.startswith("wrote ")]
+    assert len(written) == 3 and all(path.endswith((".gif", ".html")) for path in written)  # --no-figures
     assert f"wrote {page}" in result.stdout and f"{page}: " in result.stdout and " MB" in result.stdout
     text = page.read_text()
     assert "<script src=\"http" not in text and text.count('"name":"') >= 3  # frames embedded, no CDN
@@ -147,7 +150,8 @@ def test_html_writes_one_page_per_split_drawn_named_like_the_animations(runs, so
     for split, page in pages.items():
         assert f"wrote {page}" in both.stdout
         assert f"<title>vgg8_softmax - {split}</title>" in page.read_text()
-    train_only = draw(runs, "--model", "vgg8_softmax", "--split", "train", "--html", "--html-points", "50")
+    train_only = draw(runs, "--no-figures", "--model", "vgg8_softmax", "--split", "train", "--html",
+                      "--html-points", "50")
     assert f"wrote {pages['Training']}" in train_only.stdout and "Validation" not in train_only.stdout
 
 
@@ -155,7 +159,7 @@ def test_the_legend_has_a_class_weight_star_only_when_a_run_drawn_has_class_weig
     digits = [str(digit) for digit in range(10)]
     _, softmax_legend = softmax_pages
     assert softmax_legend == digits
-    draw(runs, "--compare", "vgg8_softmax", "vgg8_arcface", "--split", "val")
+    draw(runs, "--no-figures", "--compare", "vgg8_softmax", "vgg8_arcface", "--split", "val")
     assert legend_of_last_drawing() == [*digits, "class weight"]
 
 
@@ -187,7 +191,8 @@ def test_a_raw_frame_draws_a_point_at_its_coordinates_in_a_box_fixed_across_fram
 
 
 def test_raw_view_files_and_page(runs, softmax_raw):
-    result = draw(runs, "--compare", "vgg8_softmax", "vgg8_arcface", "--split", "val", "--space", "raw")
+    result = draw(runs, "--no-figures", "--compare", "vgg8_softmax", "vgg8_arcface", "--split", "val", "--space",
+                  "raw")
     gif = runs / "comparison_Validation_Embeddings_raw.gif"
     assert f"wrote {gif}" in result.stdout and iio.imread(gif, index=None).shape[1:3] == (PANEL, 2 * PANEL)
     page = runs / "vgg8_softmax_Validation_Embeddings_raw.html"
@@ -305,7 +310,8 @@ def test_a_sprite_too_large_for_tensorboard_is_scaled_down():
 
 def test_the_raw_view_turns_and_writes_mp4_too(runs, softmax_raw):
     _, still = softmax_raw
-    draw(runs, "--model", "vgg8_softmax", "--split", "val", "--space", "raw", "--format", "mp4", "--rotate", "10")
+    draw(runs, "--no-figures", "--model", "vgg8_softmax", "--split", "val", "--space", "raw", "--format", "mp4",
+         "--rotate", "10")
     turning = iio.imread(runs / "vgg8_softmax_Validation_Embeddings_raw.mp4", plugin="FFMPEG", index=None)
     assert still.shape == turning.shape and still.shape[1:] == (PANEL, PANEL, 3)
     assert np.abs(still[0].astype(int) - turning[0]).mean() < 1  # frame 0: the same camera, up to the codec
