@@ -21,9 +21,12 @@ def select_device(name):
 def make_deterministic(device):
     """On a GPU, the same seed gives the same numbers: cuDNN and cuBLAS choose deterministic algorithms
     (cuBLAS's workspace is set when this module is imported, before CUDA starts). An operation
-    without a deterministic version warns rather than stops the run. A CPU already is."""
+    without a deterministic version warns rather than stops the run. fp32 convolutions are fp32,
+    not the TF32 that cuDNN would use on Ampere and later (there, bf16 is the fast precision).
+    A CPU already is deterministic."""
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.conv.fp32_precision = "ieee"
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.utils.deterministic.fill_uninitialized_memory = False  # nothing here reads memory it did not write
 

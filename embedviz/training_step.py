@@ -107,7 +107,7 @@ class TrainStep:
                     self.step_optimizer()
         except RuntimeError as error:
             cause = error.__context__ or error  # capture_end's own message only says that something failed
-            raise GraphCaptureError(str(cause).strip().splitlines()[0]) from error
+            raise GraphCaptureError((str(cause).strip().splitlines() or [repr(cause)])[0]) from error
         self.graph, self.graph_grads = graph, [parameter.grad for parameter in self.parameters()]
         self.graph.replay()
         self.step_optimizer_outside_graph()

@@ -63,13 +63,15 @@ def tiny_mnist(tmp_path_factory, mnist_digits):
 
 @pytest.fixture(autouse=True)
 def deterministic_mode_restored():
-    """train.set_up turns on deterministic algorithms for a GPU, for the whole process: each test
-    starts from the mode the one before it found."""
+    """train.set_up turns on deterministic algorithms (and exact fp32 convolutions) for a GPU, for the
+    whole process: each test starts from the settings the one before it found."""
     import torch
 
     before = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    fill, conv = torch.utils.deterministic.fill_uninitialized_memory, torch.backends.cudnn.conv.fp32_precision
     yield
     torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+    torch.utils.deterministic.fill_uninitialized_memory, torch.backends.cudnn.conv.fp32_precision = fill, conv
 
 
 @pytest.fixture
