@@ -124,6 +124,21 @@ def test_graph_replays_give_the_eager_steps_numbers_bit_for_bit(name, mnist_digi
         gc.collect()
 
 
+@needs_cuda
+def test_every_operation_on_the_gpu_has_a_deterministic_version(mnist_digits):
+    """train.py's mode only warns at an operation without a deterministic CUDA version; the strict mode
+    raises there: every head's training steps, the evaluation pass and the pairs counted on the device."""
+    cuda = torch.device("cuda")
+    for name, precision in itertools.product(MODEL_NAMES, precisions(cuda)):
+        step = make_step(name, precision, cuda, mnist_digits)
+        torch.use_deterministic_algorithms(True)  # strict; conftest restores train.py's mode
+        for index in torch.arange(48, device=cuda).split(16):
+            step(index)
+        embeddings, _, _ = train.evaluate(step.model, step.images, step.labels, 64, precision)
+        device_pair_histograms(torch.from_numpy(embeddings).to(cuda), step.labels.cpu().numpy())
+        torch.cuda.synchronize()
+
+
 def test_graphs_are_refused_off_a_gpu(mnist_digits):
     with pytest.raises(ValueError, match="CUDA graphs need the images on a CUDA device"):
         make_step("vgg8_arcface", "fp32", torch.device("cpu"), mnist_digits, graph=True)
