@@ -97,7 +97,7 @@ class Run:
         self.history = meta["history"][:len(self.points)]
         self.weights = [viewed(entry.get("class_weights"), basis) for entry in self.history]
         self.has_weights = any(weights is not None for weights in self.weights)  # Softmax has none
-        self.subcenters = [viewed(other_subcenters(entry, meta), basis, depth=2) for entry in self.history]
+        self.subcenters = [viewed(other_subcenters(entry, meta), basis) for entry in self.history]
         self.has_subcenters = any(others is not None for others in self.subcenters)
 
     def split(self, split):
@@ -110,12 +110,10 @@ class Run:
         return f"epoch {entry['epoch']}/{self.meta['options']['epochs']}{accuracy}"
 
 
-def viewed(vectors, basis, depth=1):
-    """Class weights (one vector or None a class; depth 2: a list of vectors a class) in the 3-D view."""
+def viewed(vectors, basis):
+    """Per class, None or its vectors in the embedding (one, or a list of sub-centres) -> the same in the 3-D view."""
     if vectors is None or basis is None:
         return vectors
-    if depth == 2:
-        return [None if group is None else project(group, basis).tolist() for group in vectors]
     return [None if vector is None else project(vector, basis).tolist() for vector in vectors]
 
 
@@ -269,19 +267,24 @@ def draw_images(args, runs):
     return written
 
 
+def figure_name(runs):
+    """The name a figure of these runs goes by: the run's model, or "comparison" for several."""
+    return runs[0].model if len(runs) == 1 else "comparison"
+
+
 def draw_curves(args, runs):
     """The metrics of every epoch (M_metrics.png) and the ROC curves of the last (M_roc.png) of the runs
     that recorded them; comparison_... for several runs."""
     written = []
     with_metrics = [run for run in runs if has_metrics(run.meta)]
     if with_metrics:
-        name = with_metrics[0].model if len(with_metrics) == 1 else "comparison"
+        name = figure_name(with_metrics)
         path = os.path.join(args.out_dir, f"{name}_metrics.png")
         plot_metrics([run.meta for run in with_metrics], path)
         written.append(path)
     with_verification = [run for run in with_metrics if "verification" in run.history[-1]]
     if with_verification:
-        name = with_verification[0].model if len(with_verification) == 1 else "comparison"
+        name = figure_name(with_verification)
         path = os.path.join(args.out_dir, f"{name}_roc.png")
         plot_roc([(run.model, roc_curves(run.embeddings[-1], run.labels_of_rows, run.meta["splits"]))
                   for run in with_verification], path)
@@ -298,7 +301,7 @@ def draw_scores(args, runs):
     written = []
     with_angles = [run for run in runs if has_pair_angles(run.meta)]
     if with_angles:
-        name = with_angles[0].model if len(with_angles) == 1 else "comparison"
+        name = figure_name(with_angles)
         gif, png = (os.path.join(args.out_dir, f"{name}_scores.{ext}") for ext in ("gif", "png"))
         plot_scores([(run.model, run.meta) for run in with_angles], gif, png, min(args.fps, MAX_GIF_FPS))
         written += [gif, png]

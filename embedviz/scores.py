@@ -12,7 +12,7 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from embedviz.metrics import angle_deg, class_means  # noqa: E402
-from embedviz.render import gif_durations, literal  # noqa: E402
+from embedviz.render import literal, write_gif  # noqa: E402
 from embedviz.verification import ANGLE_BINS  # noqa: E402
 
 KINDS = {"genuine": ("tab:green", "genuine pairs (one class)"), "impostor": ("tab:red", "impostor pairs (two classes)")}
@@ -93,10 +93,7 @@ def plot_scores(runs, gif_path, png_path, fps):
     palette = Image.fromarray(frames[-1]).quantize(64, method=Image.Quantize.FASTOCTREE)  # one for every frame
     indexed = [np.asarray(Image.fromarray(frame).quantize(palette=palette, dither=Image.Dither.NONE))
                for frame in frames]
-    colors = np.zeros((256, 3), np.uint8)
-    colors[:64] = np.asarray(palette.getpalette()[:192], np.uint8).reshape(64, 3)
-    iio.imwrite(gif_path, np.stack(indexed), extension=".gif", mode="L", palette=colors.tobytes(),
-                duration=gif_durations(len(frames), 1000 / fps), loop=0)
+    write_gif(gif_path, indexed, np.asarray(palette.getpalette()[:192], np.uint8).reshape(64, 3), fps)
     iio.imwrite(png_path, frames[-1])
 
 
