@@ -210,6 +210,13 @@ def train_one_epoch(step, generator, progress, check_every=DIVERGENCE_CHECK_STEP
 def evaluate(model, images, labels, batch_size, precision):
     """Embeddings (eval mode, in order), per-sample loss (with margin) and correctness (without), all
     brought back to the CPU at once; the model is left in the mode it came in."""
+    columns = evaluation_columns(model, images, labels, batch_size, precision).cpu()
+    return columns[:, :-2].contiguous().numpy(), columns[:, -2], columns[:, -1].bool()
+
+
+@torch.no_grad()
+def evaluation_columns(model, images, labels, batch_size, precision):
+    """evaluate's numbers on the device, a row an image: the embedding, the loss and 1 where correct."""
     was_training = model.training
     model.eval()
     columns = []  # (batch, dim + 2): embedding, loss, correct
@@ -221,8 +228,7 @@ def evaluate(model, images, labels, batch_size, precision):
         correct = model.head(embeddings).argmax(1) == targets
         columns.append(torch.cat([embeddings, loss[:, None], correct[:, None].float()], 1))
     model.train(was_training)
-    columns = torch.cat(columns).cpu()
-    return columns[:, :-2].contiguous().numpy(), columns[:, -2], columns[:, -1].bool()
+    return torch.cat(columns)
 
 
 # ---------------------------------------------------------------- stopping

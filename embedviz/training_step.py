@@ -65,13 +65,17 @@ class TrainStep:
         self.step_optimizer()
 
     def forward_backward(self, index):
-        targets = self.labels[index]
-        with autocast(self.images.device, self.precision):
-            logits, embeddings = self.model(to_input(self.images[index]), targets)
-        loss = self.model.head.loss(logits, targets, embeddings)
+        loss = self.batch_loss(index)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.loss_sum += loss.detach() * len(index)
+
+    def batch_loss(self, index):
+        """The forward pass and the head's loss on the batch, which also updates the heads' running state."""
+        targets = self.labels[index]
+        with autocast(self.images.device, self.precision):
+            logits, embeddings = self.model(to_input(self.images[index]), targets)
+        return self.model.head.loss(logits, targets, embeddings)
 
     def step_optimizer(self):
         self.scaler.step(self.optimizer)

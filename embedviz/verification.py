@@ -57,7 +57,13 @@ def pair_histograms(embeddings, labels):
 
 
 def device_pair_histograms(embeddings, labels):
-    """pair_histograms of a torch tensor, computed on its device with nothing read back but the counts.
+    """pair_histograms of a torch tensor, computed on its device with nothing read back but the counts."""
+    genuine, impostor = device_pair_counts(embeddings, labels).cpu().numpy()
+    return genuine, impostor
+
+
+def device_pair_counts(embeddings, labels):
+    """device_pair_histograms' counts, (2, SCORE_BINS) on the device: genuine pairs, then impostors.
 
     Each block of rows is paired with the rows after each of them; a pair's key is its bin, plus
     SCORE_BINS for an impostor pair, 2 SCORE_BINS for no pair. The keys are sorted and counted by
@@ -79,8 +85,7 @@ def device_pair_histograms(embeddings, labels):
         keys = bins + SCORE_BINS * (labels[start:stop, None] != labels[None, start:]).int()
         keys.masked_fill_(torch.ones_like(keys, dtype=torch.bool).tril_(), 2 * SCORE_BINS)  # itself, or before it
         counts += torch.searchsorted(keys.flatten().sort().values, edges).diff()
-    genuine, impostor = counts.view(2, SCORE_BINS).cpu().numpy()
-    return genuine, impostor
+    return counts.view(2, SCORE_BINS)
 
 
 def roc(genuine_counts, impostor_counts):

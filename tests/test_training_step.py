@@ -9,12 +9,13 @@ import itertools
 import numpy as np
 import pytest
 import torch
+from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import train
 from embedviz import devices
 from embedviz.training_step import WARMUP_STEPS, TrainStep
-from embedviz.verification import device_pair_histograms, pair_histograms
+from embedviz.verification import SCORE_BINS, device_pair_counts, device_pair_histograms, pair_histograms
 from models import MODEL_NAMES, build_model
 
 CUDA = torch.cuda.is_available()
@@ -86,6 +87,30 @@ def test_a_training_step_reads_nothing_back_from_the_device(name, mnist_digits):
             assert (step.graph is not None) == graph
             del step
             gc.collect()
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_every_head_keeps_to_the_gpu_without_one(name):
+    """On any machine: the step's forward pass and loss (the heads' state updated in it), Adam's step, the
+    evaluation pass and the pair counts on CUDA tensors that are shapes and a device only (torch's fake tensors; fp32,
+    as autocast needs a real GPU; the backward pass too). A CPU tensor mixed in fails, and so does a
+    value read back or a size that depends on the data."""
+    cuda = torch.device("cuda")
+    with FakeTensorMode():
+        with cuda:
+            torch.manual_seed(0)
+            model = build_model(name)
+            images, labels = torch.zeros(40, 28, 28, dtype=torch.uint8), torch.arange(40) % 10
+        optimizer = train.make_optimizer(model, 1e-3)
+        step = TrainStep(model, optimizer, train.make_scaler(cuda, "fp32"), images, labels, "fp32", 16, graph=True)
+        losses = [step.batch_loss(index) for index in torch.arange(40, device=cuda).split(16)]
+        for parameter in model.parameters():
+            parameter.grad = torch.ones_like(parameter)
+        optimizer.step()
+        columns = train.evaluation_columns(model, images, labels, 32, "fp32")
+        counts = device_pair_counts(columns[:, :3], np.arange(40) % 10)
+    assert {loss.device.type for loss in losses} == {columns.device.type, counts.device.type} == {"cuda"}
+    assert columns.shape == (40, 3 + 2) and counts.shape == (2, SCORE_BINS)  # an embedding, its loss, right or not
 
 
 def test_an_epoch_reads_the_loss_back_only_at_its_checks(mnist_digits):
