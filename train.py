@@ -488,7 +488,7 @@ def save(training, entry):
     if epoch > 0 and entry["val_loss"] < training.best_val_loss:
         training.best_val_loss = entry["val_loss"]
         run_files.save_checkpoint(args.out_dir, args.model, "checkpoint", network)
-    run_files.save_images(args.out_dir, args.model, training.points_images.cpu().numpy(), replace=epoch == 0)
+    run_files.save_images(args.out_dir, args.model, lambda: training.points_images.cpu().numpy(), replace=epoch == 0)
     run_files.save_run(args.out_dir, args.model, training.frame, epoch, training.points_labels.numpy(),
                        training.meta, resume_state={
                            **network,

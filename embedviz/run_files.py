@@ -111,12 +111,13 @@ def save_run(out_dir, model_name, frame, epoch, labels, meta, resume_state):
     atomic_write(paths["meta"], lambda f: f.write(json.dumps(meta, indent=1).encode()))
 
 
-def save_images(out_dir, model_name, images, replace):
+def save_images(out_dir, model_name, get_images, replace):
     """The images of the saved points, in their rows' order: what a point shows. Written when a run
-    starts (replace: a new run over an old one's files), and by a resumed run that lacks it."""
+    starts (replace: a new run over an old one's files), and by a resumed run that lacks it;
+    get_images() returns them, called only then (on a GPU, they are copied back only then)."""
     path = run_paths(out_dir, model_name)["images"]
     if replace or not os.path.exists(path):
-        atomic_write(path, lambda f: np.save(f, np.ascontiguousarray(images, np.uint8)))
+        atomic_write(path, lambda f: np.save(f, np.ascontiguousarray(get_images(), np.uint8)))
 
 
 def load_images(out_dir, model_name, n_points):
@@ -213,7 +214,8 @@ def load_run(out_dir, model_name):
         class_names = [str(name) for name in meta["class_names"]]
         int(meta["options"]["epochs"]), str(meta["model"])
     except (ValueError, KeyError, TypeError, IndexError, AttributeError) as error:
-        raise RunFileError(f"{paths['meta']} is not a valid run description ({type(error).__name__}: {error})") from None
+        raise RunFileError(f"{paths['meta']} is not a valid run description "
+                           f"({type(error).__name__}: {error})") from None
     if (len(labels) != n or train_start != 0 or val_start != n_train or unseen_start != val_end
             or not 0 <= n_train <= val_end <= n):
         raise RunFileError(f"{paths['meta']} describes {n} points split at {n_train}, "
