@@ -206,7 +206,6 @@ def train_one_epoch(step, generator, progress, check_every=DIVERGENCE_CHECK_STEP
     return loss_sum / sum(len(index) for index in batches)
 
 
-@torch.no_grad()
 def evaluate(model, images, labels, batch_size, precision):
     """Embeddings (eval mode, in order), per-sample loss (with margin) and correctness (without), all
     brought back to the CPU at once; the model is left in the mode it came in."""
