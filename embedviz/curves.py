@@ -69,7 +69,8 @@ def plot_metrics(metas, path):
     panels = panels_of(metas)
     height = PANEL_HEIGHT * len(panels)
     fig, axes = plt.subplots(len(panels), 1, figsize=(7, height), sharex=True, dpi=100, squeeze=False)
-    fig.subplots_adjust(left=0.11, right=0.98, top=1 - 0.5 / height, bottom=0.55 / height, hspace=0.42)  # inches:
+    # margins of 0.5 inch at the top and 0.55 at the bottom, whatever the number of panels
+    fig.subplots_adjust(left=0.11, right=0.98, top=1 - 0.5 / height, bottom=0.55 / height, hspace=0.42)
     axes = axes[:, 0]
     for ax, (title, unit, lines) in zip(axes, panels):
         for index, meta in enumerate(metas):  # a run keeps its color in every panel
