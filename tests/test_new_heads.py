@@ -199,12 +199,12 @@ def tiny_run(data_dir, out_dir, model, *extra):
 
 @pytest.fixture(scope="module")
 def learned(tiny_mnist, tmp_path_factory):
-    """name -> (embeddings, labels, meta) of an 8-epoch run of that head, trained when first asked for."""
+    """name -> (embeddings, labels, meta) of a 6-epoch run of that head, trained when first asked for."""
     runs = {}
 
     def run(name):
         if name not in runs:
-            runs[name] = tiny_run(tiny_mnist, tmp_path_factory.mktemp(name), name, "--epochs", "8")
+            runs[name] = tiny_run(tiny_mnist, tmp_path_factory.mktemp(name), name, "--epochs", "6")
         return runs[name]
     return run
 
@@ -227,7 +227,7 @@ def test_each_new_head_learns_the_digits(learned, name):
 @pytest.mark.xdist_group("new_heads")
 @pytest.mark.parametrize("name", ["vgg8_adacos", "vgg8_elasticface", "vgg8_adaface"])
 def test_resuming_a_head_with_state_or_draws_is_bit_identical(tiny_mnist, tmp_path, learned, name):
-    """Epoch 1, stopped, then resumed to epoch 2: the first two epochs of the uninterrupted 8-epoch run."""
+    """Epoch 1, stopped, then resumed to epoch 2: the first two epochs of the uninterrupted 6-epoch run."""
     import numpy as np
 
     whole_embeddings, _, whole = learned(name)
