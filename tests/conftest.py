@@ -10,15 +10,9 @@ import sys
 
 import numpy as np
 import pytest
-from hypothesis import settings
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-
-# In CI the fuzz tests draw the same examples every run, so that a red run can be repeated;
-# elsewhere each run explores new ones.
-settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
-settings.load_profile("ci" if os.environ.get("CI") else "default")
 
 
 def write_idx(path, array):

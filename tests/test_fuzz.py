@@ -12,7 +12,10 @@ from hypothesis import strategies as st
 from embedviz import run_files
 from embedviz.datasets import DatasetError, idx_count
 
-FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# In CI the fuzz tests draw the same examples every run, so that a red run can be repeated;
+# elsewhere each run explores new ones.
+REPEATABLE = settings(derandomize=True, database=None, print_blob=True) if os.environ.get("CI") else settings()
+FUZZ = settings(REPEATABLE, max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def idx_like_bytes():
