@@ -61,10 +61,14 @@ def deterministic_mode_restored():
     whole process: each test starts from the settings the one before it found."""
     import torch
 
-    before = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    def mode():
+        return torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+
+    before = mode()
     fill, conv = torch.utils.deterministic.fill_uninitialized_memory, torch.backends.cudnn.conv.fp32_precision
     yield
-    torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+    if mode() != before:  # only then: the setter imports torch._inductor, 1.7 s
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
     torch.utils.deterministic.fill_uninitialized_memory, torch.backends.cudnn.conv.fp32_precision = fill, conv
 
 
