@@ -135,10 +135,11 @@ def test_a_signal_while_the_dataset_loads_stops_in_one_line(tiny_mnist, tmp_path
         raise AssertionError("the signal did not stop the loading")
 
     monkeypatch.setattr(train, "load_dataset", load_until_stopped)
+    handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     result = run(TRAIN, *tiny_args(tiny_mnist, tmp_path, "--epochs", "1"))
     assert_clean_error(result, f"stopped by {signal.Signals(signum).name} before training started",
                        "no file was written", code=code)
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers  # given back
 
 
 class InterruptedDownload:
@@ -225,6 +226,7 @@ def test_signals_during_a_save_wait_for_the_save_to_finish():
     from train import SignalGuard, Stop
 
     steps = []
+    handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)  # SIGINT's is SIG_IGN under nohup
     with SignalGuard() as guard:
         with pytest.raises(Stop) as stop:
             with guard.saving_files():
@@ -236,7 +238,7 @@ def test_signals_during_a_save_wait_for_the_save_to_finish():
             os.kill(os.getpid(), signal.SIGTERM)  # outside a save: at once
             time.sleep(1)
     assert steps == ["save finished"]
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers given back
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers  # given back
 
 
 def test_diverging_training_stops_and_keeps_the_last_good_epoch(tiny_mnist, tmp_path):
