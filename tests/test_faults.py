@@ -1,12 +1,9 @@
 """Every fault a user can meet ends with one clear line, a non-zero exit and the finished epochs kept."""
 
 import gzip
-import json
 import os
 import pickle
 import signal
-import subprocess
-import sys
 import time
 
 import numpy as np
@@ -14,7 +11,7 @@ import pytest
 
 import train
 import visualization
-from conftest import ROOT, call_main, write_idx, write_mnist_layout
+from conftest import call_main, write_idx, write_mnist_layout
 from embedviz import run_files
 from embedviz.run_files import load_run
 
@@ -93,38 +90,33 @@ def test_resume_refuses_embeddings_of_another_shape(tiny_mnist, run_copy):
                        "needs (3 or more, 200, 3)", code=1)
 
 
-def start_training(data_dir, out_dir, epochs=1000):
-    return subprocess.Popen([sys.executable, os.path.join(ROOT, "train.py"),
-                             *tiny_args(data_dir, str(out_dir), "--epochs", str(epochs))],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def on_epoch(monkeypatch, epoch, action):
+    """action() runs in this process as train.py's epoch `epoch` begins, before its first step."""
+    run_epoch = train.run_epoch
 
+    def action_then_run_epoch(training, number):
+        if number == epoch:
+            action()
+        return run_epoch(training, number)
 
-def wait_for_epoch(out_dir, epoch, timeout=120):
-    meta_path = out_dir / "all_vgg8_arcface_meta.json"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if meta_path.exists() and json.loads(meta_path.read_text())["epochs_completed"] >= epoch:
-            return
-        time.sleep(0.02)
-    raise TimeoutError(f"epoch {epoch} not reached")
+    monkeypatch.setattr(train, "run_epoch", action_then_run_epoch)
 
 
 @pytest.mark.parametrize("signum,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_signal_stops_at_once_keeps_the_epochs_and_says_how_to_resume(tiny_mnist, tmp_path, signum, code):
-    process = start_training(tiny_mnist, tmp_path)
-    try:
-        wait_for_epoch(tmp_path, 2)
-        process.send_signal(signum)
-        _, stderr = process.communicate(timeout=30)
-    finally:
-        process.kill()
-    assert process.returncode == code
-    assert "Traceback" not in stderr
-    assert f"stopped by {signal.Signals(signum).name}" in stderr and "--resume" in stderr
+def test_signal_stops_at_once_keeps_the_epochs_and_says_how_to_resume(tiny_mnist, tmp_path, monkeypatch, signum,
+                                                                      code):
+    """Ctrl-C, or a process manager's SIGTERM, as epoch 2 of 3 begins: no more training, epochs 0-1 kept."""
+    on_epoch(monkeypatch, 2, lambda: os.kill(os.getpid(), signum))
+    args = tiny_args(tiny_mnist, tmp_path, "--epochs", "3")
+    result = run(TRAIN, *args)
+    assert_clean_error(result, f"stopped by {signal.Signals(signum).name} during epoch 2; epochs 0-1 were saved in "
+                               f"{tmp_path}; resume with: python train.py", "--resume", code=code)
     embeddings, _, meta = load_run(str(tmp_path), "vgg8_arcface")
-    assert len(embeddings) == meta["epochs_completed"] + 1 >= 3
-    resumed = run(TRAIN, *tiny_args(tiny_mnist, tmp_path, "--epochs", str(meta["epochs_completed"] + 1), "--resume"))
+    assert len(embeddings) == meta["epochs_completed"] + 1 == 2
+    monkeypatch.undo()
+    resumed = run(TRAIN, *args, "--resume")
     assert resumed.returncode == 0, resumed.stderr
+    assert load_run(str(tmp_path), "vgg8_arcface")[2]["epochs_completed"] == 3
 
 
 @pytest.mark.parametrize("signum,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
@@ -185,19 +177,16 @@ def test_ctrl_c_while_the_checkpoint_is_read_is_a_stop_not_a_damaged_file(tiny_m
     assert_clean_error(result, "stopped by SIGINT before training started", code=130)
 
 
-def test_a_save_that_fails_ends_in_one_line_and_keeps_the_epochs_done(tiny_mnist, tmp_path):
-    process = start_training(tiny_mnist, tmp_path)
-    try:
-        wait_for_epoch(tmp_path, 1)
-        meta_path = tmp_path / "all_vgg8_arcface_meta.json"
+def test_a_save_that_fails_ends_in_one_line_and_keeps_the_epochs_done(tiny_mnist, tmp_path, monkeypatch):
+    meta_path = tmp_path / "all_vgg8_arcface_meta.json"
+
+    def take_the_meta_files_place():  # epoch 2's save cannot replace it, as with a full disk
         meta_path.unlink()
-        meta_path.mkdir()  # the next save cannot replace it, as with a full disk
-        _, stderr = process.communicate(timeout=60)
-    finally:
-        process.kill()
-    lines = [line for line in stderr.splitlines() if line.strip() and "%|" not in line]
-    assert process.returncode == 1 and "Traceback" not in stderr
-    assert len(lines) == 1 and "cannot save to" in lines[0] and "were saved there" in lines[0]
+        meta_path.mkdir()
+
+    on_epoch(monkeypatch, 2, take_the_meta_files_place)
+    result = run(TRAIN, *tiny_args(tiny_mnist, tmp_path, "--epochs", "3"))
+    assert_clean_error(result, f"cannot save to {tmp_path}", "epochs 0-1 were saved there", code=1)
     embeddings = np.load(tmp_path / "all_vgg8_arcface_embeddings.npy")
     assert len(embeddings) >= 2 and np.isfinite(embeddings).all()
 
