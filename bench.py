@@ -98,31 +98,34 @@ def training_flops_per_image(model):
     return 3 * sum(flops)
 
 
-def set_up_training(args, out_dir, *options):
-    import train
-
-    return train.set_up(train.parse_args(["--dataset", args.dataset, "--data-dir", args.data_dir, "--out-dir", out_dir,
-                                          "--device", args.device, "--epochs", str(args.epochs), *options]))
+def train_options(args, out_dir, *options):
+    return ["--dataset", args.dataset, "--data-dir", args.data_dir, "--out-dir", out_dir, "--device", args.device,
+            "--epochs", str(args.epochs), *options]
 
 
 def part_train_ours(args, *options):
-    """train.py's own epochs, at its defaults: training, embedding the saved points, every metric, saving."""
+    """train.py's own epochs, at its defaults: training, embedding the saved points, every metric, saving;
+    the seconds are those train.py records of each epoch (epoch 0, the untrained network, left out)."""
+    import contextlib
+    import io
+
     import train
+    from embedviz.datasets import load_dataset
+    from embedviz.run_files import load_run, run_paths
+    from models import load_model
 
     with tempfile.TemporaryDirectory() as out_dir:
-        training = set_up_training(args, out_dir, *options)
-        train.save(training, train.run_epoch(training, 0))  # the untrained network, which train.py records first
-        history = []
-        for epoch in range(1, args.epochs + 1):
-            start = time.perf_counter()
-            entry = train.run_epoch(training, epoch)
-            train.save(training, entry)
-            history.append({**entry, "seconds": time.perf_counter() - start})
+        with contextlib.redirect_stdout(io.StringIO()):
+            train.main(train_options(args, out_dir, *options))
+        _, _, meta = load_run(out_dir, "vgg8_arcface")
+        model = load_model(run_paths(out_dir, "vgg8_arcface")["checkpoint"], args.device)
+    n_train = len(load_dataset(args.dataset, args.data_dir, 58).train_labels)  # every class trains
+    history = meta["history"][1:]
     return {"epoch_seconds": [entry["seconds"] for entry in history],
             "train_seconds": [entry["train_seconds"] for entry in history],
-            "n_train": len(training.train_labels), "val_accuracy": history[-1]["val_accuracy"],
-            "precision": training.precision, "batch_size": training.args.batch_size,
-            "flops_per_image": training_flops_per_image(training.model), "gpu_peak_mb": gpu_peak_mb(args.device)}
+            "n_train": n_train, "val_accuracy": history[-1]["val_accuracy"],
+            "precision": meta["precision"], "batch_size": meta["options"]["batch_size"],
+            "flops_per_image": training_flops_per_image(model), "gpu_peak_mb": gpu_peak_mb(args.device)}
 
 
 def part_train_eager(args):
@@ -131,36 +134,58 @@ def part_train_eager(args):
 
 
 def part_train_profile(args):
-    """On a GPU: host syncs in a steady epoch, counted by CUDA's sync check, and the share of the
-    training time the GPU is busy, from the profiler's kernel and copy times."""
+    """On a GPU: host syncs in a steady epoch (training and the evaluation pass), counted by CUDA's sync
+    check, and the share of the training time the GPU is busy, from the profiler's kernel and copy times."""
     import warnings
 
     import torch
 
     import train
+    from embedviz.cuda_graph import GraphedStep
+    from embedviz.datasets import load_dataset
+    from embedviz.devices import choose_precision, hardware, make_deterministic, make_scaler
+    from models import build_model
 
-    with tempfile.TemporaryDirectory() as out_dir:
-        training = set_up_training(args, out_dir)
-        train.run_epoch(training, 1)  # warm-up and capture
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            torch.cuda.set_sync_debug_mode("warn")
-            try:
-                train.run_epoch(training, 2)
-            finally:
-                torch.cuda.set_sync_debug_mode("default")
-        activities = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
-        with torch.profiler.profile(activities=activities) as profile:
-            start = time.perf_counter()
-            train.train_one_epoch(training.step, training.shuffle_generator, None)
-            torch.cuda.synchronize()
-            seconds = time.perf_counter() - start
+    device = torch.device("cuda")
+    make_deterministic(device)
+    options = train.parse_args(train_options(args, "unused"))
+    precision = choose_precision("auto", *hardware(device))
+    data = load_dataset(args.dataset, args.data_dir, options.seed)
+    torch.manual_seed(options.seed)
+    model = build_model("vgg8_arcface", num_classes=len(data.class_names)).to(device, memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(model.parameters(), lr=options.lr, fused=True)
+    scaler = make_scaler(device, precision)
+    step = GraphedStep(train.train_step, options.batch_size, optimizer, scaler)
+    images, targets = data.train_images.to(device), data.train_labels.to(device)
+    generator = torch.Generator().manual_seed(options.seed)
+
+    def epoch():
+        loss = train.train_epoch(model, optimizer, scaler, images, targets, precision, options.batch_size, generator,
+                                 step=step)
+        train.evaluate(model, images[:10000], targets[:10000], 4096, precision)
+        return loss
+
+    epoch()  # warm-up and capture
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            epoch()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    activities = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
+    with torch.profiler.profile(activities=activities) as profile:
+        start = time.perf_counter()
+        train.train_epoch(model, optimizer, scaler, images, targets, precision, options.batch_size, generator,
+                          step=step)
+        torch.cuda.synchronize()
+        seconds = time.perf_counter() - start
     device_seconds = sum(event.self_device_time_total for event in profile.key_averages()
                          if event.device_type == torch.autograd.DeviceType.CUDA) / 1e6
-    images, batch_size = len(training.train_labels), training.args.batch_size
-    steps = -(-images // batch_size) - (images % batch_size == 1)  # a last batch of one image is dropped
+    n, batch_size = len(targets), options.batch_size
+    steps = -(-n // batch_size) - (n % batch_size == 1)  # a last batch of one image is dropped
     return {"syncs": sum("synchroniz" in str(w.message) for w in caught), "steps": steps,
-            "busy": device_seconds / seconds, "graph": training.step.graph is not None}
+            "busy": device_seconds / seconds, "graph": step.graph is not None}
 
 
 def seed_block(in_channels, out_channels):
@@ -184,7 +209,7 @@ def part_train_seed(args):
     from tqdm import tqdm
 
     from embedviz.datasets import load_dataset
-    from models import VGG8, build_head, head_config
+    from models import PRESETS, VGG8
 
     class PILDataset(torch.utils.data.Dataset):  # what torchvision's MNIST.__getitem__ does per sample
         def __init__(self, images, labels):
@@ -203,8 +228,7 @@ def part_train_seed(args):
                               shuffle=True, generator=torch.Generator().manual_seed(58))
     val_loader = DataLoader(PILDataset(data.val_images, data.val_labels), batch_size=SEED_BATCH_SIZE)
     torch.manual_seed(58)
-    model = VGG8(lambda in_features: build_head(head_config("vgg8_arcface"), in_features, 10),
-                 block=seed_block, dropout=torch.nn.Dropout).to(args.device)
+    model = VGG8(*PRESETS["vgg8_arcface"], block=seed_block, dropout=torch.nn.Dropout).to(args.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     epoch_seconds, train_seconds = [], []
     for epoch in range(args.seed_epochs or args.epochs):

@@ -1,16 +1,17 @@
-"""Classifier heads that turn embeddings into logits: plain softmax, the angular-margin family, and
-the newer heads of face recognition (AdaCos, Sub-center ArcFace, CurricularFace, ElasticFace,
-MagFace, AdaFace).
+"""Classifier heads that turn embeddings into logits: plain softmax, the angular-margin family
+(NormFace, SphereFace, CosFace, ArcFace and their combination), and the newer heads of face
+recognition (AdaCos, Sub-center ArcFace, CurricularFace, ElasticFace, MagFace, AdaFace). Each class
+is named after its paper and takes the paper's parameters; models.PRESETS names one per --model.
 
-Every head is an ``nn.Module`` with ``num_classes``, a ``.weight`` of shape
-``(num_classes * subcenters, in_features)`` (one row per class, or K per class for Sub-center
-ArcFace, class-major), ``forward(embeddings, labels=None) -> logits``, ``loss(logits, labels,
-embeddings)``, ``state()``, what changes in training besides the weights, and ``config()``, the
-keyword arguments that rebuild it (with its ``kind``). Labels are only used by margin heads during
-training: with ``labels=None`` no margin is added, which is how predictions are made. Heads
-receive the embeddings before normalisation (MagFace and AdaFace read their norms) and compute in
-their dtype; models.VGG8 runs them outside autocast, in float32, so that cosines close to 1 keep
-their precision when the backbone runs in bf16 or fp16.
+Every head is an ``nn.Module`` with ``num_classes``, a ``.weight`` of shape ``(num_classes * k,
+in_features)`` (one row per class, or k per class for Sub-center ArcFace, class-major),
+``forward(embeddings, labels=None) -> logits``, ``loss(logits, labels, embeddings)``, ``state()``,
+what changes in training besides the weights (its registered buffers), and ``config()``, its class
+and the arguments that rebuild it. Labels are the head's class numbers, 0 to num_classes - 1, and
+are only used by margin heads during training: with ``labels=None`` no margin is added, which is how
+predictions are made. Heads receive the embeddings before normalisation (MagFace and AdaFace read
+their norms) and compute in their dtype; models.VGG8 runs them outside autocast, in float32, so that
+cosines close to 1 keep their precision when the backbone runs in bf16 or fp16.
 """
 
 import math
@@ -21,48 +22,48 @@ import torch.nn.functional as F
 
 
 class Head(nn.Module):
-    """What every head shares: cross-entropy as its loss, no state besides its weights, and its
-    configuration printed by repr()."""
+    """What every head shares: cross-entropy as its loss, its buffers as its state, and its
+    configuration, the names in `params`, printed by repr()."""
 
-    kind = None
+    params = ()  # the constructor's arguments besides in_features and num_classes
     uses_cosine = True  # predictions are argmax cosine(x, W)
-    subcenters = 1
+    k = 1  # sub-centres per class
 
     def loss(self, logits, labels, embeddings, reduction="mean"):
         return F.cross_entropy(logits, labels, reduction=reduction)
 
     def state(self):
         """Numbers that training changes besides the weights, by the paper's names (recorded per epoch)."""
-        return {}
+        return {name: buffer.item() for name, buffer in self.named_buffers()}
 
     def config(self):
-        raise NotImplementedError
+        """{"class": the head's class name, and its arguments}: what models.load_model rebuilds it from."""
+        return {"class": type(self).__name__, **{name: getattr(self, name) for name in self.params}}
 
     def extra_repr(self):
-        return ", ".join(f"{key}={value}" for key, value in self.config().items() if key != "kind")
+        return ", ".join(f"{name}={getattr(self, name)}" for name in self.params)
 
 
 class CosineHead(Head):
     """A head on the cosines between the normalised embeddings and class weights."""
 
-    def __init__(self, in_features, num_classes):
+    def __init__(self, in_features, num_classes, k=1):
         super().__init__()
-        self.num_classes = num_classes
-        self.weight = nn.Parameter(torch.empty(num_classes * self.subcenters, in_features))
+        self.num_classes, self.k = num_classes, k
+        self.weight = nn.Parameter(torch.empty(num_classes * k, in_features))
         nn.init.xavier_uniform_(self.weight)
 
     def cosine(self, embeddings):
         """(B, num_classes) cosines; with sub-centres, the largest of each class's."""
         cosine = F.linear(F.normalize(embeddings), F.normalize(self.weight))
-        if self.subcenters == 1:
+        if self.k == 1:
             return cosine
-        return cosine.view(len(cosine), self.num_classes, self.subcenters).amax(2)
+        return cosine.view(len(cosine), self.num_classes, self.k).amax(2)
 
 
 class Softmax(Head):
     """Plain linear classifier with bias: logits = x W^T + b."""
 
-    kind = "softmax"
     uses_cosine = False
 
     def __init__(self, in_features, num_classes):
@@ -75,24 +76,26 @@ class Softmax(Head):
     def forward(self, embeddings, labels=None):
         return F.linear(embeddings, self.weight, self.bias)
 
-    def config(self):
-        return {"kind": self.kind}
 
+class CombinedMargin(CosineHead):
+    """The angular-margin family in one form, the combined margin of ArcFace's paper (Deng et al.,
+    2019, Sec. 3.4) and InsightFace's code:
 
-class MarginHead(CosineHead):
-    """The angular-margin family in InsightFace's combined form.
+        logits[i, j] = s * (cos(m1 * theta_ij + m2) - m3) if j == labels[i] else s * cos(theta_ij),
 
-    logits[i, j] = s * (cos(m1 * theta_ij + m2) - m3) if j == labels[i] else s * cos(theta_ij),
     with theta_ij the angle between embedding i and class weight j. m1 > 1 is SphereFace's
     multiplicative margin, m2 ArcFace's additive angular margin, m3 CosFace's additive cosine
-    margin; m1 = 1, m2 = m3 = 0 is NormFace, a softmax over scaled cosines.
+    margin; m1 = 1, m2 = m3 = 0 is NormFace, a softmax over scaled cosines. k > 1: k sub-centres
+    a class (Sub-center ArcFace).
     """
 
-    kind = "margin"
+    params = ("s", "m1", "m2", "m3", "k")
 
-    def __init__(self, in_features, num_classes, s=15.0, m1=1.0, m2=0.0, m3=0.0):
+    def __init__(self, in_features, num_classes, s=15.0, m1=1.0, m2=0.0, m3=0.0, k=1):
         check_margins(s, m1, m2, m3)
-        super().__init__(in_features, num_classes)
+        if not (isinstance(k, int) and 1 <= k <= 16):
+            raise ValueError(f"k, the sub-centres a class, must be an integer from 1 to 16, got {k}")
+        super().__init__(in_features, num_classes, k)
         self.s, self.m1, self.m2, self.m3 = s, m1, m2, m3
 
     def forward(self, embeddings, labels=None):
@@ -102,8 +105,64 @@ class MarginHead(CosineHead):
         target = margin_target(cosine.gather(1, labels[:, None]), self.m1, self.m2, self.m3)  # (B, 1)
         return self.s * cosine.scatter(1, labels[:, None], target)
 
-    def config(self):
-        return {"kind": self.kind, "s": self.s, "m1": self.m1, "m2": self.m2, "m3": self.m3}
+
+class NormFace(CombinedMargin):
+    """NormFace (Wang et al., 2017, "NormFace: L2 Hypersphere Embedding for Face Verification"):
+    a softmax over s times the cosines, no margin."""
+
+    params = ("s",)
+
+    def __init__(self, in_features, num_classes, s=15.0):
+        super().__init__(in_features, num_classes, s=s)
+
+
+class SphereFace(CombinedMargin):
+    """SphereFace (Liu et al., 2017, "SphereFace: Deep Hypersphere Embedding for Face Recognition"):
+    the multiplicative angular margin, s * cos(m * theta) on the target; here with normalised
+    weights and embeddings and a fixed scale s, as in its later form (SphereFace2's baseline)."""
+
+    params = ("s", "m")
+
+    def __init__(self, in_features, num_classes, s=15.0, m=1.5):
+        super().__init__(in_features, num_classes, s=s, m1=m)
+        self.m = m
+
+
+class CosFace(CombinedMargin):
+    """CosFace (Wang et al., 2018, "CosFace: Large Margin Cosine Loss for Deep Face Recognition"):
+    the additive cosine margin, s * (cos(theta) - m) on the target."""
+
+    params = ("s", "m")
+
+    def __init__(self, in_features, num_classes, s=15.0, m=0.35):
+        super().__init__(in_features, num_classes, s=s, m3=m)
+        self.m = m
+
+
+class ArcFace(CombinedMargin):
+    """ArcFace (Deng et al., 2019, "ArcFace: Additive Angular Margin Loss for Deep Face Recognition",
+    Eq. 3): the additive angular margin, s * cos(theta + m) on the target, the angle itself pushed
+    m radians further from the class weight; margin_target keeps it decreasing past pi - m."""
+
+    params = ("s", "m")
+
+    def __init__(self, in_features, num_classes, s=15.0, m=0.5):
+        super().__init__(in_features, num_classes, s=s, m2=m)
+        self.m = m
+
+
+class SubCenterArcFace(CombinedMargin):
+    """Sub-center ArcFace (Deng et al., 2020, "Sub-center ArcFace: Boosting Face Recognition by
+    Large-scale Internet Faces", Sec. 3): k sub-centres per class (the authors' K = 3), the class
+    angle being theta_j = arccos(max_k cos(x, W_jk)), then ArcFace's margin m. A class's dominant
+    sub-centre, the one nearest to most of its images, gathers the clean ones; the others collect
+    the odd and mislabelled ones (metrics.dominant_subcenters)."""
+
+    params = ("s", "m", "k")
+
+    def __init__(self, in_features, num_classes, s=15.0, m=0.5, k=3):
+        super().__init__(in_features, num_classes, s=s, m2=m, k=k)
+        self.m = m
 
 
 def margin_target(cosine, m1=1.0, m2=0.0, m3=0.0):
@@ -150,13 +209,6 @@ def check_margins(s, m1, m2, m3):
                          "s > 0, m1 >= 1, 0 <= m2 < pi and m3 >= 0 are needed")
 
 
-class ArcFace(MarginHead):
-    """Additive angular margin (Deng et al., 2019): s * cos(theta_y + m) for the true class."""
-
-    def __init__(self, in_features, num_classes, s=15.0, m=0.5):
-        super().__init__(in_features, num_classes, s=s, m2=m)
-
-
 # ---------------------------------------------------------------- the newer heads
 # Their scales and margins are this project's for a 3-D embedding of 10 classes (s = 15, margins of
 # at most 0.5 rad, as models.PRESETS explains); the papers' (s = 64, m up to 0.8) suit 512-D faces.
@@ -181,7 +233,6 @@ class AdaCos(CosineHead):
     3.7 million by the third.
     """
 
-    kind = "adacos"
     MIN_S, MAX_S = 1.0, 15.0  # MAX_S: the family's scale, the largest that suits 3-D (models.PRESETS)
 
     def __init__(self, in_features, num_classes):
@@ -200,31 +251,6 @@ class AdaCos(CosineHead):
                 self.s.copy_(s.clamp(self.MIN_S, self.MAX_S))
         return self.s * cosine
 
-    def state(self):
-        return {"s": self.s.item()}
-
-    def config(self):
-        return {"kind": self.kind}
-
-
-class SubCenterArcFace(MarginHead):
-    """Sub-center ArcFace (Deng et al., 2020, "Sub-center ArcFace: Boosting Face Recognition by
-    Large-scale Internet Faces", Sec. 3): K sub-centres per class (the authors' K = 3), the class
-    angle being theta_j = arccos(max_k cos(x, W_jk)), then the margin as MarginHead (ArcFace's m2).
-    A class's dominant sub-centre, the one nearest to most of its images, gathers the clean ones;
-    the others collect the odd and mislabelled ones (metrics.dominant_subcenters)."""
-
-    kind = "subcenter"
-
-    def __init__(self, in_features, num_classes, s=15.0, m1=1.0, m2=0.5, m3=0.0, subcenters=3):
-        if not (isinstance(subcenters, int) and 1 <= subcenters <= 16):
-            raise ValueError(f"--subcenters must be an integer from 1 to 16, got {subcenters}")
-        self.subcenters = subcenters  # a class attribute until here; CosineHead sizes the weight by it
-        super().__init__(in_features, num_classes, s=s, m1=m1, m2=m2, m3=m3)
-
-    def config(self):
-        return {**super().config(), "subcenters": self.subcenters}
-
 
 class CurricularFace(CosineHead):
     """CurricularFace (Huang et al., 2020, "CurricularFace: Adaptive Curriculum Learning Loss for
@@ -233,7 +259,7 @@ class CurricularFace(CosineHead):
     t a running average of r, the batch's mean target cosine: t <- 0.01 r + 0.99 t, as the
     authors' code weighs it, from t = 0, updated before it is used, in training only."""
 
-    kind = "curricular"
+    params = ("s", "m")
 
     def __init__(self, in_features, num_classes, s=15.0, m=0.5):
         check_margins(s, 1.0, m, 0.0)
@@ -254,12 +280,6 @@ class CurricularFace(CosineHead):
         cosine = torch.where(hard, cosine * (self.t + cosine), cosine)
         return self.s * cosine.scatter(1, labels[:, None], with_margin)
 
-    def state(self):
-        return {"t": self.t.item()}
-
-    def config(self):
-        return {"kind": self.kind, "s": self.s, "m": self.m}
-
 
 class ElasticFace(CosineHead):
     """ElasticFace, ElasticArcFace (Boutros et al., 2022, "ElasticFace: Elastic Margin Loss for Deep
@@ -269,7 +289,7 @@ class ElasticFace(CosineHead):
     mode uses m itself. A draw is clipped to [0, pi/2]: a negative margin would make the target
     easier than plain cosine (the authors' code does not clip; at sigma = 0.05 no draw gets near)."""
 
-    kind = "elastic"
+    params = ("s", "m", "sigma")
 
     def __init__(self, in_features, num_classes, s=15.0, m=0.5, sigma=0.05):
         check_margins(s, 1.0, m, 0.0)
@@ -287,9 +307,6 @@ class ElasticFace(CosineHead):
         if self.training:
             margin = (self.m + self.sigma * torch.randn_like(target)).clamp(0, math.pi / 2)
         return self.s * cosine.scatter(1, labels[:, None], margin_target(target, m2=margin))
-
-    def config(self):
-        return {"kind": self.kind, "s": self.s, "m": self.m, "sigma": self.sigma}
 
 
 class MagFace(CosineHead):
@@ -312,7 +329,7 @@ class MagFace(CosineHead):
     authors' code checks it; the paper's 35 is 1.5 times its 22.6).
     """
 
-    kind = "magface"
+    params = ("s", "l_a", "u_a", "l_m", "u_m", "lambda_g")
 
     def __init__(self, in_features, num_classes, s=15.0, l_a=0.5, u_a=2.5, l_m=0.25, u_m=0.5, lambda_g=1.0):
         check_margins(s, 1.0, u_m, 0.0)
@@ -339,10 +356,6 @@ class MagFace(CosineHead):
         per_sample = F.cross_entropy(logits, labels, reduction="none") + regulariser
         return per_sample if reduction == "none" else per_sample.mean()
 
-    def config(self):
-        return {"kind": self.kind, "s": self.s, "l_a": self.l_a, "u_a": self.u_a, "l_m": self.l_m,
-                "u_m": self.u_m, "lambda_g": self.lambda_g}
-
 
 class AdaFace(CosineHead):
     """AdaFace (Kim et al., 2022, "AdaFace: Quality Adaptive Margin for Face Recognition", Sec. 3):
@@ -361,7 +374,7 @@ class AdaFace(CosineHead):
     an untrained network's embeddings, up to its scale.
     """
 
-    kind = "adaface"
+    params = ("s", "m", "h")
 
     def __init__(self, in_features, num_classes, s=15.0, m=0.4, h=0.333):
         check_margins(s, 1.0, m, 0.0)
@@ -385,8 +398,4 @@ class AdaFace(CosineHead):
         target = margin_target(cosine.gather(1, labels[:, None]), m2=-self.m * z, m3=self.m * z + self.m)
         return self.s * cosine.scatter(1, labels[:, None], target)
 
-    def state(self):
-        return {"batch_mean": self.batch_mean.item(), "batch_std": self.batch_std.item()}
 
-    def config(self):
-        return {"kind": self.kind, "s": self.s, "m": self.m, "h": self.h}

@@ -1,76 +1,34 @@
 """VGG8: a small convolutional backbone with a low-dimensional embedding and a pluggable head;
-the model presets that train.py --model names; and load_model, which rebuilds a trained model
+PRESETS, the heads that train.py --model names; and load_model, which rebuilds a trained model
 from its checkpoint alone."""
-
-import inspect
 
 import torch
 import torch.nn as nn
 
 from embedviz import run_files
-from losses import AdaCos, AdaFace, CurricularFace, ElasticFace, MagFace, MarginHead, Softmax, SubCenterArcFace
+from losses import (AdaCos, AdaFace, ArcFace, CombinedMargin, CosFace, CurricularFace, ElasticFace, MagFace, NormFace,
+                    Softmax, SphereFace, SubCenterArcFace)
 
-HEADS = {head.kind: head for head in (Softmax, MarginHead, AdaCos, SubCenterArcFace, CurricularFace, ElasticFace,
-                                      MagFace, AdaFace)}  # head.config()["kind"] -> its class
-
-# Presets: model name -> head configuration. s and m suit a 3-D embedding of 10 classes: a sphere
+# --model -> (the head's class, its arguments). s and m suit a 3-D embedding of 10 classes: a sphere
 # holds 10 caps of about 60 degrees at most, so margins beyond ~0.5 rad (~30 degrees) and scales
 # far above 15 leave no room to satisfy the loss, and training stalls. The newer heads' own
 # parameters are chosen in their docstrings (losses.py).
 PRESETS = {
-    "vgg8_softmax": {"kind": "softmax"},
-    "vgg8_normface": {"kind": "margin", "s": 15.0},
-    "vgg8_sphereface": {"kind": "margin", "s": 15.0, "m1": 1.5},
-    "vgg8_cosface": {"kind": "margin", "s": 15.0, "m3": 0.35},
-    "vgg8_arcface": {"kind": "margin", "s": 15.0, "m2": 0.5},
-    "vgg8_combined": {"kind": "margin", "s": 15.0, "m1": 1.0, "m2": 0.3, "m3": 0.2},
-    "vgg8_adacos": {"kind": "adacos"},
-    "vgg8_subcenter": {"kind": "subcenter", "s": 15.0, "m2": 0.5, "subcenters": 3},
-    "vgg8_curricularface": {"kind": "curricular", "s": 15.0, "m": 0.5},
-    "vgg8_elasticface": {"kind": "elastic", "s": 15.0, "m": 0.5, "sigma": 0.05},
-    "vgg8_magface": {"kind": "magface", "s": 15.0},
-    "vgg8_adaface": {"kind": "adaface", "s": 15.0, "m": 0.4},
+    "vgg8_softmax": (Softmax, {}),
+    "vgg8_normface": (NormFace, {"s": 15.0}),
+    "vgg8_sphereface": (SphereFace, {"s": 15.0, "m": 1.5}),
+    "vgg8_cosface": (CosFace, {"s": 15.0, "m": 0.35}),
+    "vgg8_arcface": (ArcFace, {"s": 15.0, "m": 0.5}),
+    "vgg8_combined": (CombinedMargin, {"s": 15.0, "m1": 1.0, "m2": 0.3, "m3": 0.2}),
+    "vgg8_adacos": (AdaCos, {}),
+    "vgg8_subcenter": (SubCenterArcFace, {"s": 15.0, "m": 0.5, "k": 3}),
+    "vgg8_curricularface": (CurricularFace, {"s": 15.0, "m": 0.5}),
+    "vgg8_elasticface": (ElasticFace, {"s": 15.0, "m": 0.5, "sigma": 0.05}),
+    "vgg8_magface": (MagFace, {"s": 15.0}),
+    "vgg8_adaface": (AdaFace, {"s": 15.0, "m": 0.4}),
 }
 MODEL_NAMES = tuple(PRESETS)
-PRESET_MARGIN = {"vgg8_sphereface": "m1", "vgg8_cosface": "m3", "vgg8_arcface": "m2",  # what --margin sets
-                 "vgg8_subcenter": "m2", "vgg8_curricularface": "m", "vgg8_elasticface": "m", "vgg8_adaface": "m"}
-FLAGS = {"s": "--scale", "m1": "--m1", "m2": "--m2", "m3": "--m3", "subcenters": "--subcenters"}  # parameter -> flag
-
-
-def head_parameters(kind):
-    """The keyword arguments that a head of this kind takes."""
-    return [name for name in inspect.signature(HEADS[kind].__init__).parameters
-            if name not in ("self", "in_features", "num_classes")]
-
-
-def head_config(model_name, scale=None, margin=None, m1=None, m2=None, m3=None, subcenters=None):
-    """The preset's head configuration with any of s, m1, m2, m3, subcenters overridden (None: the
-    preset's); margin is --margin, the one margin that names the preset. Errors name the flags."""
-    if model_name not in PRESETS:
-        raise ValueError(f"unknown model {model_name!r}; choose one of: {', '.join(MODEL_NAMES)}")
-    config = dict(PRESETS[model_name])
-    overrides = {"s": scale, "m1": m1, "m2": m2, "m3": m3, "subcenters": subcenters}
-    if margin is not None:
-        if model_name not in PRESET_MARGIN:
-            raise ValueError(f"--margin has no meaning for {model_name}; "
-                             + ("it has no margin" if model_name in ("vgg8_softmax", "vgg8_normface", "vgg8_adacos")
-                                else "its margin follows the norm" if model_name == "vgg8_magface"
-                                else "set --m1, --m2 or --m3"))
-        overrides[PRESET_MARGIN[model_name]] = margin
-    given = {key: value for key, value in overrides.items() if value is not None}
-    if given and config["kind"] == "softmax":
-        raise ValueError(f"{model_name} has neither scale nor margin; {', '.join(given)} cannot be set")
-    unknown = [FLAGS.get(key, key) for key in given if key not in head_parameters(config["kind"])]
-    if unknown:
-        raise ValueError(f"{' and '.join(unknown)} cannot be set for {model_name}"
-                         + ("; its scale adapts" if model_name == "vgg8_adacos" else ""))
-    return {**config, **given}
-
-
-def build_head(config, in_features, num_classes):
-    """A head from its configuration, as head.config() returns it."""
-    params = {key: value for key, value in config.items() if key != "kind"}
-    return HEADS[config["kind"]](in_features, num_classes, **params)
+HEADS = {head_class.__name__: head_class for head_class, _ in PRESETS.values()}  # a checkpoint's head by name
 
 
 def conv_block(in_channels, out_channels):
@@ -117,9 +75,10 @@ class VGG8(nn.Module):
     and the head always run in float32, the embedding being what this project draws.
     """
 
-    def __init__(self, make_head, embedding_dim=3, block=conv_block, dropout=Dropout, in_channels=1, image_size=28):
-        """make_head(embedding_dim) -> head; called after the backbone is built, so that the
-        backbone's initial weights depend on the seed alone, whichever the head.
+    def __init__(self, head_class, head_args, num_classes=10, embedding_dim=3, in_channels=1, image_size=28,
+                 block=conv_block, dropout=Dropout):
+        """The head, head_class(embedding_dim, num_classes, **head_args), is made after the backbone, so
+        that the backbone's initial weights depend on the seed alone, whichever the head.
         block(in_channels, out_channels) and dropout(p) build those layers (bench.py: the seed's)."""
         super().__init__()
         self.features = nn.Sequential(
@@ -135,7 +94,7 @@ class VGG8(nn.Module):
             nn.Linear(64 * side * side, embedding_dim),
             nn.BatchNorm1d(embedding_dim),  # (B, embedding_dim)
         )
-        self.head = make_head(embedding_dim)
+        self.head = head_class(embedding_dim, num_classes, **head_args)
 
     def embed(self, images):
         features = self.features(images)
@@ -156,14 +115,11 @@ def to_input(images):
     return images.float().div_(127.5).sub_(1.0).contiguous(memory_format=torch.channels_last)
 
 
-def build_model(model_name, embedding_dim=3, num_classes=10, in_channels=1, image_size=28, **head_options):
-    """'vgg8_arcface' -> VGG8 with the ArcFace head, and so on for every preset in PRESETS.
-
-    head_options (scale, margin, m1, m2, m3, subcenters) override the preset's; see head_config.
-    """
-    config = head_config(model_name, **head_options)
-    return VGG8(lambda in_features: build_head(config, in_features, num_classes), embedding_dim,
-                in_channels=in_channels, image_size=image_size)
+def build_model(model_name, embedding_dim=3, num_classes=10, in_channels=1, image_size=28, **head_args):
+    """'vgg8_arcface' -> VGG8 with the ArcFace head, and so on for every preset in PRESETS; head_args
+    override the preset's arguments (ArcFace's s and m, say)."""
+    head_class, preset_args = PRESETS[model_name]
+    return VGG8(head_class, {**preset_args, **head_args}, num_classes, embedding_dim, in_channels, image_size)
 
 
 def load_model(path, device="cpu"):
@@ -172,11 +128,15 @@ def load_model(path, device="cpu"):
     model = load_model("data/vgg8_arcface_best.pth")
     embeddings = model.embed(to_input(images))  # uint8 (B, 28, 28) -> (B, 3)
     """
+    from embedviz.old_formats import head_config  # a checkpoint made before the heads were named after their papers
+
     checkpoint = run_files.load_checkpoint(path, "train a model first: python train.py")
     try:
-        config, num_classes = checkpoint["head"], checkpoint["num_classes"]
-        model = VGG8(lambda in_features: build_head(config, in_features, num_classes), checkpoint["embedding_dim"],
-                     in_channels=checkpoint.get("in_channels", 1), image_size=checkpoint.get("image_size", 28))
+        preset = PRESETS[checkpoint["model"]][0].__name__ if checkpoint["model"] in PRESETS else None
+        head_args = head_config(checkpoint["head"], preset)
+        head_class = HEADS[head_args.pop("class")]
+        model = VGG8(head_class, head_args, checkpoint["num_classes"], checkpoint["embedding_dim"],
+                     checkpoint.get("in_channels", 1), checkpoint.get("image_size", 28))
         model.load_state_dict(checkpoint["model_state"])
     except (KeyError, TypeError, ValueError, RuntimeError) as error:
         raise run_files.RunFileError(f"{path} does not describe a model this code can rebuild "

@@ -20,7 +20,8 @@ import time
 
 import numpy as np
 
-from embedviz.cli import ArgumentParser, int_from, positive
+from embedviz.cli import ArgumentParser, class_indices, int_from, positive
+from embedviz.held_out import check_classes
 
 HEADS = ("vgg8_softmax", "vgg8_normface", "vgg8_cosface", "vgg8_arcface")
 DIMS = (2, 3, 8, 32, 128)
@@ -40,7 +41,7 @@ def parse_args(argv=None):
                    help="a dataset of train.py with classes enough to hold some out")
     p.add_argument("--seen", type=int_from(2), nargs="+", default=[25, 50, 100],
                    help="numbers of seen classes: the dataset's first N, not held out")
-    p.add_argument("--unseen-classes", type=train.class_indices, nargs="+", metavar="CLASS",
+    p.add_argument("--unseen-classes", type=class_indices, nargs="+", metavar="CLASS",
                    help="the classes held out of every run (default: those after the largest --seen)")
     p.add_argument("--heads", nargs="+", default=list(HEADS), help="train.py --model names")
     p.add_argument("--dims", type=int_from(2, train.MAX_EMBEDDING_DIM), nargs="+", default=list(DIMS),
@@ -62,7 +63,7 @@ def parse_args(argv=None):
         for seen in args.seen:
             if set(range(seen)) & set(unseen):
                 raise ValueError(f"--seen {seen}: its classes 0-{seen - 1} include held-out ones")
-            train.check_unseen(unseen, num_classes, [*range(seen), *unseen])
+            check_classes(unseen, num_classes, [*range(seen), *unseen])
     except ValueError as error:
         p.error(str(error))
     args.unseen_classes = unseen

@@ -18,13 +18,8 @@ from tqdm import tqdm
 
 from embedviz import render, run_files
 from embedviz.cli import ArgumentParser, finite_float, non_negative_int, positive
-from embedviz.curves import has_metrics, plot_metrics, plot_roc
-from embedviz.projection import principal_view, project
-from embedviz.verification import roc_curves
 
-# GIF delays are in 10 ms units, and browsers show delays under 20 ms as about 100 ms
-MAX_GIF_FPS = 50
-SUFFIX = {"sphere": "", "raw": "_raw"}  # of the files of each view
+MAX_GIF_FPS, SUFFIX = render.MAX_GIF_FPS, render.SUFFIX
 RAW_TITLE = {"sphere": "", "raw": " (raw, before normalisation)"}
 
 
@@ -75,30 +70,24 @@ def parse_args(argv=None):
 # ---------------------------------------------------------------- runs
 
 class Run:
-    """One run, ready to draw: unit vectors, labels per frame (-1: not drawn), titles, weights. Beyond
-    three dimensions, the frames show a fixed 3-D view (projection.principal_view), which `view`
-    names; the measures (misfits, ROC, class angles, projector) use the embeddings themselves."""
+    """One run, ready to draw: its points as placed in the view (render.placed), labels per frame (-1: not
+    drawn), the class weights of every epoch. Beyond three dimensions, the frames show a fixed 3-D view
+    (projection.py), which `view` names; the measures (misfits, ROC, class angles, projector) use the
+    embeddings themselves."""
 
     def __init__(self, model, embeddings, labels, meta, space="sphere", images=None):
-        self.model, self.meta = model, meta
-        self.images = images  # what each point shows; None for a run made before they were saved
-        self.embeddings = embeddings  # (frames, n, dim), as trained
-        self.dim, self.view, drawn = embeddings.shape[-1], "", embeddings
-        basis = None
-        if self.dim > 3:
-            basis, share = principal_view(embeddings[-1], space)
-            drawn = np.stack([project(frame, basis) for frame in embeddings])  # one frame in memory at a time
-            self.view = f"PCA view of {self.dim}-D embeddings, {share:.0%} of variance"
-        self.drawn = drawn  # (frames, n, 2 or 3): what the frames and the interactive page show
-        self.points, valid, self.box = render.placed(drawn, space)
+        self.model, self.meta, self.images = model, meta, images  # images: None for a run made before they were saved
+        self.embeddings, self.labels_of_rows, self.dim = embeddings, labels, embeddings.shape[-1]  # (frames, n, dim)
+        self.history = meta["history"][:len(embeddings)]
+        self.weights = [entry.get("class_weights") for entry in self.history]  # per class, None for Softmax
+        self.subcenters, self.drawn, self.view = [None] * len(self.history), embeddings, ""
+        if self.dim > 3 or "outlier_deg" in meta:  # a view of the principal directions; Sub-center ArcFace's stars
+            from embedviz.projection import fixed_view
+
+            self.drawn, self.weights, self.subcenters, self.view = fixed_view(embeddings, meta, self.weights, space)
+        self.points, valid, self.box = render.placed(self.drawn, space)  # (frames, n, 2 or 3)
+        self.labels = np.where(valid, labels[None, :], -1)  # (frames, n)
         self.invalid = int(np.count_nonzero(~valid))
-        self.labels_of_rows = labels  # (n,)
-        self.labels = np.where(valid, labels[None, :], -1)  # (frames, n); -1: not drawn
-        self.history = meta["history"][:len(self.points)]
-        self.weights = [viewed(entry.get("class_weights"), basis) for entry in self.history]
-        self.has_weights = any(weights is not None for weights in self.weights)  # Softmax has none
-        self.subcenters = [viewed(other_subcenters(entry, meta), basis) for entry in self.history]
-        self.has_subcenters = any(others is not None for others in self.subcenters)
 
     def split(self, split):
         start, stop = run_files.drawn_rows(self.meta, split)
@@ -110,25 +99,6 @@ class Run:
         return f"epoch {entry['epoch']}/{self.meta['options']['epochs']}{accuracy}"
 
 
-def viewed(vectors, basis):
-    """Per class, None or its vectors in the embedding (one, or a list of sub-centres) -> the same in the 3-D view."""
-    if vectors is None or basis is None:
-        return vectors
-    return [None if vector is None else project(vector, basis).tolist() for vector in vectors]
-
-
-def other_subcenters(entry, meta):
-    """Per dataset class, the sub-centres of Sub-center ArcFace that are not its dominant one
-    (None for a class held out); None for the other heads."""
-    if "subcenters" not in entry:
-        return None
-    centres, dominant = entry["subcenters"]["weights"], entry["subcenters"]["dominant"]
-    others = [None] * len(meta["class_names"])
-    for row, c in enumerate(meta.get("seen_classes", range(len(centres)))):  # head row -> dataset class
-        others[c] = [centre for k, centre in enumerate(centres[row]) if k != dominant[row]]
-    return others
-
-
 def load(out_dir, model, allow_pickle, space="sphere"):
     """A Run of this project's files, or of the seed's pickled files when allowed."""
     try:
@@ -137,9 +107,11 @@ def load(out_dir, model, allow_pickle, space="sphere"):
         except run_files.PickledFile:
             if not allow_pickle:
                 raise
+            from embedviz.old_formats import load_seed_run
+
             print("warning: reading pickled files, which can run code: only do this with files you trust",
                   file=sys.stderr)
-            embeddings, labels, meta = run_files.load_seed_run(out_dir, model)
+            embeddings, labels, meta = load_seed_run(out_dir, model)
         images = run_files.load_images(out_dir, model, len(labels))  # read once: misfits, pages, projector
     except run_files.RunFileError as error:
         raise SystemExit(f"error: {error}")
@@ -176,10 +148,10 @@ def animate(args, runs, split, name):
     palette = render.gif_palette(len(class_names))
     figure_options = {"class_names": class_names, "point_size": render.point_size(split_points[0][0].shape[1]),
                       "dim": min(runs[0].dim, 3), "panels": len(runs), "elevation": args.elev, "azimuth": args.azim,
-                      "show_weights": any(run.has_weights for run in runs),
+                      "show_weights": any(weights is not None for run in runs for weights in run.weights),
                       "unseen_classes": sorted({c for run in runs for c in run.meta.get("unseen_classes", [])}),
                       "boxes": [run.box for run in runs] if args.space == "raw" else None,
-                      "show_subcenters": any(run.has_subcenters for run in runs)}
+                      "show_subcenters": any(others is not None for run in runs for others in run.subcenters)}
     frames = render.render_frames(jobs, figure_options, palette, args.workers, f"{name} {render.SPLIT_TITLES[split]}")
     path = os.path.join(args.out_dir,
                         f"{name}_{render.SPLIT_TITLES[split]}_Embeddings{SUFFIX[args.space]}.{args.format}")
@@ -191,125 +163,6 @@ def animate(args, runs, split, name):
         for epoch, frame in enumerate(frames):
             iio.imwrite(os.path.join(frame_dir, f"epoch_{epoch:03d}.png"), palette[frame])
         written.append(frame_dir + os.sep)
-    return written
-
-
-def write_pages(args, runs, splits):
-    """The interactive page of each 3-D run, one per split, named like the animations; returns the paths."""
-    from embedviz.interactive import write_html  # plotly: imported only when pages are asked for
-
-    for run in runs:
-        if run.dim == 2:
-            print(f"warning: {run.model} has 2-D embeddings; the interactive page is for 3-D ones", file=sys.stderr)
-    pages = [(run, split) for run in runs if run.dim >= 3 for split in splits]
-    written = []
-    for run, split in tqdm(pages, desc="interactive pages", unit="page", leave=False):
-        name = f"{run.model}_{render.SPLIT_TITLES[split]}_Embeddings{SUFFIX[args.space]}.html"
-        path = os.path.join(args.out_dir, name)
-        meta = {**run.meta, "history": [{**entry, "class_weights": weights}  # the weights in the view
-                                         for entry, weights in zip(run.history, run.weights)]}
-        size = write_html(path, run.drawn, run.labels_of_rows, meta, split, args.html_points,
-                          space=args.space, images=run.images)
-        print(f"{path}: {size / 1e6:.1f} MB")
-        written.append(path)
-    return written
-
-
-def write_projectors(args, runs):
-    """The projector files of each run, in M_projector/: one epoch, every point, its image in the sprite."""
-    from embedviz.projector import write_projector
-
-    written = []
-    for run in runs:
-        epoch = args.projector if args.projector >= 0 else len(run.history) - 1
-        folder = os.path.join(args.out_dir, f"{run.model}_projector")
-        write_projector(folder, run.embeddings[epoch], run.labels_of_rows, run.meta, run.images,
-                        f"{run.model} epoch {run.history[epoch]['epoch']}")
-        written.append(folder + os.sep)
-    return written
-
-
-def draw_images(args, runs):
-    """The pictures of the images behind the points, at --epoch or the last: M_misfits.png of every
-    run, and M_outliers.png of each Sub-center ArcFace run."""
-    from embedviz.gallery import MAX_MISFITS, misfits, plot_misfits, plot_outliers, subcenter_outliers
-
-    written = []
-    for run in runs:
-        frame = len(run.history) - 1 if args.epoch is None else args.epoch
-        images = run.images
-        if images is None:
-            print(f"warning: {run.model}'s run has no images file; train it again to see its images", file=sys.stderr)
-            continue
-        embeddings, entry = run.embeddings[frame], run.history[frame]
-        found = misfits(embeddings, run.labels_of_rows, run.meta)
-        path = os.path.join(args.out_dir, f"{run.model}_misfits.png")
-        if not found and os.path.exists(path):  # an earlier drawing's, of another epoch
-            os.remove(path)
-        if found:
-            plot_misfits(images, found, run.meta, f"{run.model}, epoch {entry['epoch']}: {len(found)} validation "
-                         "images nearer another class's mean than their own (true → nearest), farthest from their "
-                         "own first" + (f"; the first {MAX_MISFITS}" if len(found) > MAX_MISFITS else ""), path)
-            written.append(path)
-        if "subcenters" in entry:
-            outliers = subcenter_outliers(embeddings, run.labels_of_rows, run.meta, entry)
-            path = os.path.join(args.out_dir, f"{run.model}_outliers.png")
-            if not outliers:
-                print(f"{run.model}: no outliers at epoch {entry['epoch']}")
-                if os.path.exists(path):  # an earlier drawing's, of another epoch
-                    os.remove(path)
-                continue
-            count = sum(len(found) for found in outliers.values())
-            plot_outliers(images, outliers, run.meta, f"{run.model}, epoch {entry['epoch']}: {count} of the saved "
-                          f"training images lie farther than {run.meta['outlier_deg']:.0f}° from their class's "
-                          "dominant sub-centre (farthest first)", path)
-            written.append(path)
-    return written
-
-
-def figure_name(runs):
-    """The name a figure of these runs goes by: the run's model, or "comparison" for several."""
-    return runs[0].model if len(runs) == 1 else "comparison"
-
-
-def draw_curves(args, runs):
-    """The metrics of every epoch (M_metrics.png) and the ROC curves of the last (M_roc.png) of the runs
-    that recorded them; comparison_... for several runs."""
-    written = []
-    with_metrics = [run for run in runs if has_metrics(run.meta)]
-    if with_metrics:
-        name = figure_name(with_metrics)
-        path = os.path.join(args.out_dir, f"{name}_metrics.png")
-        plot_metrics([run.meta for run in with_metrics], path)
-        written.append(path)
-    with_verification = [run for run in with_metrics if "verification" in run.history[-1]]
-    if with_verification:
-        name = figure_name(with_verification)
-        path = os.path.join(args.out_dir, f"{name}_roc.png")
-        plot_roc([(run.model, roc_curves(run.embeddings[-1], run.labels_of_rows, run.meta["splits"]))
-                  for run in with_verification], path)
-        written.append(path)
-    return written
-
-
-def draw_scores(args, runs):
-    """The angles of the pairs of every epoch (M_scores.gif, and the last epoch M_scores.png; comparison_...
-    for several runs) of the runs that recorded them, and each run's angles between its class means at
-    --epoch or the last (M_class_angles.png)."""
-    from embedviz.scores import has_pair_angles, plot_class_angles, plot_scores
-
-    written = []
-    with_angles = [run for run in runs if has_pair_angles(run.meta)]
-    if with_angles:
-        name = figure_name(with_angles)
-        gif, png = (os.path.join(args.out_dir, f"{name}_scores.{ext}") for ext in ("gif", "png"))
-        plot_scores([(run.model, run.meta) for run in with_angles], gif, png, min(args.fps, MAX_GIF_FPS))
-        written += [gif, png]
-    for run in runs:
-        frame = len(run.history) - 1 if args.epoch is None else args.epoch
-        path = os.path.join(args.out_dir, f"{run.model}_class_angles.png")
-        plot_class_angles(run.embeddings[frame], run.labels_of_rows, run.meta, run.history[frame]["epoch"], path)
-        written.append(path)
     return written
 
 
@@ -333,12 +186,10 @@ def main(argv=None):
         else:
             for run in runs:
                 written += animate(args, [run], split, run.model)
-    if args.html:
-        written += write_pages(args, runs, splits)
-    if args.figures:
-        written += draw_curves(args, runs) + draw_scores(args, runs) + draw_images(args, runs)
-    if args.projector is not None:
-        written += write_projectors(args, runs)
+    if args.html or args.figures or args.projector is not None:  # the pages and still figures: embedviz/figures.py
+        from embedviz import figures
+
+        written += figures.draw(args, runs, splits)
     for path in written:
         print(f"wrote {path}")
     return 0

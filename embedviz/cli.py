@@ -1,4 +1,4 @@
-"""Command-line helpers shared by train.py and visualization.py: one-line errors, --help, option types."""
+"""Command-line helpers shared by the scripts: one-line errors, --help, option types."""
 
 import argparse
 import math
@@ -54,3 +54,21 @@ def int_from(low, high=math.inf):
 non_negative_int = number(int, lambda value: value >= 0, "0 or more")
 finite_float = number(float, math.isfinite, "finite")
 seed_int = number(int, lambda value: 0 <= value < 2 ** 64, "from 0 to 2**64 - 1")  # what torch and numpy take
+
+
+def image_size(text):
+    """--image-size: 28, as the digits, or a multiple of 8 from 16 to 64 (three poolings halve it)."""
+    size = int(text) if text.isdigit() else None
+    if size != 28 and (size is None or size % 8 or not 16 <= size <= 64):
+        raise argparse.ArgumentTypeError(f"{text!r} is not 28 or a multiple of 8 from 16 to 64")
+    return size
+
+
+def class_indices(text):
+    """--classes, --unseen-classes: "7" -> [7], "100-132" -> [100, ..., 132]."""
+    first, dash, last = text.partition("-")
+    if not (first.isdigit() and (last.isdigit() or not dash)):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a class index or a range of them (6, or 100-132)")
+    if dash and int(last) < int(first):
+        raise argparse.ArgumentTypeError(f"{text!r}: a range goes up (100-132)")
+    return list(range(int(first), int(last or first) + 1))

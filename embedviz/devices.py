@@ -107,3 +107,8 @@ def autocast(device, precision):
     a cache kept across a graph's capture would free memory the graph reads (the numbers are the same)."""
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None, cache_enabled=False)
+
+
+def make_scaler(device, precision):
+    """fp16's gradient scaler; for the other precisions a disabled one, which passes everything through."""
+    return torch.amp.GradScaler(device.type, enabled=precision == "fp16")

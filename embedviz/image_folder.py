@@ -33,6 +33,9 @@ class ImageFolderError(Exception):
 def load_image_folder(root, image_size, seed, warn=print, workers=None):
     """(train images, train labels, val images, val labels, class names, how it was split) as numpy
     arrays: images (N, S, S) uint8 for grey folders, (N, S, S, 3) for colour ones."""
+    if not os.path.isdir(root):
+        raise ImageFolderError(f"{root} {'is not a folder' if os.path.exists(root) else 'does not exist'}; "
+                               "--data-dir names the folder of class folders")
     splits = {"train": os.path.join(root, "train"), "val": os.path.join(root, "val")}
     given = all(os.path.isdir(path) for path in splits.values())
     class_names = class_folders(splits["train"] if given else root)

@@ -7,9 +7,9 @@ the frames draw them. Pure numpy, so that a test can reach every function.
 import numpy as np
 
 
-def unit(vectors):
-    """Rows scaled to length 1 (float64); zero rows stay zero."""
-    vectors = np.asarray(vectors, np.float64)
+def unit(vectors, dtype=np.float64):
+    """Rows scaled to length 1, in dtype; zero rows stay zero."""
+    vectors = np.asarray(vectors, dtype)
     norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
     return vectors / np.where(norms > 0, norms, 1.0)
 

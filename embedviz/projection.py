@@ -1,6 +1,7 @@
-"""A fixed 3-D view of embeddings of more than three dimensions: the three principal directions of
-a run's last epoch, fitted once, the same for every frame, so that a frame's points move only as
-the embeddings do."""
+"""What the frames draw of a run beyond its points on the sphere: a fixed 3-D view of embeddings of more
+than three dimensions (the three principal directions of a run's last epoch, fitted once, the same for
+every frame, so that a frame's points move only as the embeddings do), and Sub-center ArcFace's other
+sub-centres."""
 
 import numpy as np
 
@@ -25,3 +26,36 @@ def principal_view(points, space="sphere"):
 def project(vectors, basis):
     """(..., dim) vectors -> (..., 3), by the basis of principal_view; NaN rows stay NaN."""
     return np.asarray(vectors, np.float64) @ basis
+
+
+def fixed_view(embeddings, meta, weights, space="sphere"):
+    """What the frames of a run draw: (points, class weights, other sub-centres, the view's name). Beyond three
+    dimensions, everything projected on the principal directions of the last epoch; the sub-centres of
+    Sub-center ArcFace that are not their class's dominant one, per epoch (None for the other heads)."""
+    basis, view, drawn = None, "", embeddings
+    if embeddings.shape[-1] > 3:
+        basis, share = principal_view(embeddings[-1], space)
+        drawn = np.stack([project(frame, basis) for frame in embeddings])  # one frame in memory at a time
+        view = f"PCA view of {embeddings.shape[-1]}-D embeddings, {share:.0%} of variance"
+    history = meta["history"][:len(embeddings)]
+    return (drawn, [viewed(vectors, basis) for vectors in weights],
+            [viewed(other_subcenters(entry, meta), basis) for entry in history], view)
+
+
+def viewed(vectors, basis):
+    """Per class, None or its vectors in the embedding (one, or a list of sub-centres) -> the same in the 3-D view."""
+    if vectors is None or basis is None:
+        return vectors
+    return [None if vector is None else project(vector, basis).tolist() for vector in vectors]
+
+
+def other_subcenters(entry, meta):
+    """Per dataset class, the sub-centres of Sub-center ArcFace that are not its dominant one
+    (None for a class held out); None for the other heads."""
+    if "subcenters" not in entry:
+        return None
+    centres, dominant = entry["subcenters"]["weights"], entry["subcenters"]["dominant"]
+    others = [None] * len(meta["class_names"])
+    for target, c in enumerate(meta.get("seen_classes", range(len(centres)))):  # target -> label
+        others[c] = [centre for k, centre in enumerate(centres[target]) if k != dominant[target]]
+    return others

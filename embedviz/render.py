@@ -22,7 +22,11 @@ from matplotlib.lines import Line2D  # noqa: E402
 from PIL import Image  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
+from embedviz.metrics import unit  # noqa: E402
+
 SPLIT_TITLES = {"train": "Training", "val": "Validation"}
+SUFFIX = {"sphere": "", "raw": "_raw"}  # of the files of each view
+MAX_GIF_FPS = 50  # GIF delays are in 10 ms units, and browsers show delays under 20 ms as about 100 ms
 PANEL_INCHES = 6.4    # at DPI 100: 640 x 640 pixels a panel, a multiple of 16 as video encoders want
 DPI = 100
 LAST_FRAME_MS = 3000  # the last frame holds so the final state can be read
@@ -30,11 +34,13 @@ ELEVATION, AZIMUTH = 20, -60  # default camera, degrees
 
 
 def on_unit_sphere(points):
-    """L2-normalised rows, and a mask of the rows that could be normalised (finite, non-zero)."""
-    norms = np.linalg.norm(points, axis=-1, keepdims=True)
-    valid = np.isfinite(points).all(axis=-1) & (norms[..., 0] > 0) & np.isfinite(norms[..., 0])
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(valid[..., None], points / norms, 0.0), valid
+    """L2-normalised rows in the points' dtype, and a mask of the rows that could be normalised (finite,
+    non-zero); the others are zero."""
+    points = np.asarray(points)
+    norms = np.linalg.norm(points, axis=-1)
+    valid = np.isfinite(points).all(axis=-1) & (norms > 0) & np.isfinite(norms)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        return np.where(valid[..., None], unit(points, points.dtype), 0.0), valid
 
 
 def placed(embeddings, space):

@@ -133,10 +133,22 @@ def load_images(out_dir, model_name, n_points):
 
 
 def save_checkpoint(out_dir, model_name, kind, checkpoint):
-    """kind: "checkpoint" (the best weights) or "resume" (everything needed to continue)."""
+    """kind: "checkpoint" (the best weights) or "resume" (everything needed to continue). Every tensor is
+    saved on the CPU, so that it loads on a machine without the device it trained on."""
     import torch  # here, so that drawing a run does not import torch
 
-    atomic_write(run_paths(out_dir, model_name)[kind], lambda f: torch.save(checkpoint, f))
+    atomic_write(run_paths(out_dir, model_name)[kind], lambda f: torch.save(on_cpu(checkpoint), f))
+
+
+def on_cpu(state):
+    """Tensors copied to the CPU, in dicts, lists and tuples alike."""
+    if hasattr(state, "cpu"):
+        return state.cpu()
+    if isinstance(state, dict):
+        return {key: on_cpu(value) for key, value in state.items()}
+    if isinstance(state, (list, tuple)):
+        return type(state)(on_cpu(value) for value in state)
+    return state
 
 
 def load_checkpoint(path, hint):
@@ -264,45 +276,3 @@ def load_npy(path, mmap=False):
         raise RunFileError(f"{path} is not a valid .npy file ({error})") from None
     except (OSError, EOFError) as error:
         raise RunFileError(f"{path} cannot be read ({error})") from None
-
-
-def load_seed_run(out_dir, model_name):
-    """The seed repository's pickled layout, {'train': [one array per epoch], 'val': [...]} for the
-    embeddings and alike for the labels, as (embeddings, labels, meta) of this project's layout.
-
-    Each epoch's rows are put in label order: the seed's rows need not be the same images from
-    one epoch to the next, and a frame does not depend on the order of its points.
-    """
-    paths = run_paths(out_dir, model_name)
-    try:
-        embeddings = np.load(paths["embeddings"], allow_pickle=True).item()
-        labels = np.load(paths["labels"], allow_pickle=True).item()
-        frames, frame_labels, splits = [], None, {}
-        for split in ("train", "val"):
-            split_frames, split_labels = [], None
-            for epoch_embeddings, epoch_labels in zip(embeddings[split], labels[split], strict=True):
-                epoch_embeddings, epoch_labels = np.asarray(epoch_embeddings, np.float32), np.asarray(epoch_labels)
-                order = np.argsort(epoch_labels, kind="stable")
-                if split_labels is None:
-                    split_labels = epoch_labels[order]
-                elif not np.array_equal(split_labels, epoch_labels[order]):
-                    raise ValueError(f"the {split} labels change from one epoch to the next")
-                split_frames.append(epoch_embeddings[order])
-            frames.append(np.stack(split_frames))
-            splits[split] = len(split_labels)
-            frame_labels = split_labels if frame_labels is None else np.concatenate([frame_labels, split_labels])
-        embeddings = np.concatenate(frames, axis=1)
-        labels = frame_labels.astype(np.int64)
-    except (OSError, EOFError, ValueError, KeyError, TypeError, AttributeError, IndexError) as error:
-        raise RunFileError(f"{paths['embeddings']} and {paths['labels']} are not in the seed repository's "
-                           f"layout ({type(error).__name__}: {error})") from None
-    check_arrays(embeddings, labels, paths["embeddings"], paths["labels"])
-    n_frames, n_train = len(embeddings), splits["train"]
-    meta = {
-        "model": model_name, "dataset": "unknown (seed repository layout)",
-        "class_names": [str(i) for i in range(int(labels.max()) + 1)],
-        "splits": {"train": [0, n_train], "val": [n_train, len(labels)]}, "epochs_completed": n_frames,
-        "options": {"epochs": n_frames},
-        "history": [{"epoch": k + 1, "val_accuracy": None} for k in range(n_frames)],  # no epoch 0 there
-    }
-    return embeddings, labels, meta

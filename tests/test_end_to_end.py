@@ -16,6 +16,7 @@ import torch
 import train
 from conftest import ROOT, call_main, run_script
 from embedviz.datasets import load_dataset
+from embedviz.resume import KEYS as RESUME_KEYS
 from embedviz.render import gif_durations
 
 EPOCHS = 2
@@ -55,7 +56,7 @@ def test_train_writes_the_documented_files(trained_run, tiny_mnist):
     checkpoint = torch.load(out_dir / "vgg8_arcface_best.pth", weights_only=True)
     assert checkpoint["model"] == "vgg8_arcface" and "head.weight" in checkpoint["model_state"]
     last = torch.load(out_dir / "vgg8_arcface_last.pth", weights_only=True)
-    assert set(train.RESUME_KEYS) <= set(last) and last["epoch"] == EPOCHS
+    assert set(RESUME_KEYS) <= set(last) and last["epoch"] == EPOCHS
     assert {k: v for k, v in last.items() if k in checkpoint and k not in ("epoch", "val_loss", "model_state")} \
         == {k: v for k, v in checkpoint.items() if k not in ("epoch", "val_loss", "model_state")}  # one dictionary
     assert set(last["rng_states"]) == {"torch", "shuffle", "cuda"}

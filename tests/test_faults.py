@@ -62,7 +62,8 @@ def test_resumed_run_is_bit_identical_to_an_uninterrupted_one(tiny_mnist, tmp_pa
     ("--train-points", "50", "--train-points 100 (now 50)"),
     ("--seed", "1", "--seed 58 (now 1)"),
     ("--dataset", "mnist-sample", "dataset mnist (now mnist-sample)"),
-    ("--m2", "0.3", "head kind=margin s=15.0 m1=1.0 m2=0.5 m3=0.0 (now kind=margin s=15.0 m1=1.0 m2=0.3"),
+    ("--margin", "0.3", "head class=ArcFace s=15.0 m=0.5 (now class=ArcFace s=15.0 m=0.3)"),
+    ("--m3", "0.1", "head class=ArcFace s=15.0 m=0.5 (now class=CombinedMargin s=15.0 m1=1.0 m2=0.5 m3=0.1 k=1)"),
 ])
 def test_resume_refuses_a_run_made_otherwise_and_names_the_difference(tiny_mnist, run_copy, flag, value, message):
     result = run(TRAIN, *tiny_args(tiny_mnist, run_copy, "--epochs", "3", "--resume", flag, value))
@@ -91,15 +92,17 @@ def test_resume_refuses_embeddings_of_another_shape(tiny_mnist, run_copy):
 
 
 def on_epoch(monkeypatch, epoch, action):
-    """action() runs in this process as train.py's epoch `epoch` begins, before its first step."""
-    run_epoch = train.run_epoch
+    """action() runs in this process as train.py's epoch `epoch` (of a run from epoch 0) begins, before its
+    first step: train_epoch's `epoch`-th call."""
+    train_epoch, calls = train.train_epoch, []
 
-    def action_then_run_epoch(training, number):
-        if number == epoch:
+    def action_then_train(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == epoch:
             action()
-        return run_epoch(training, number)
+        return train_epoch(*args, **kwargs)
 
-    monkeypatch.setattr(train, "run_epoch", action_then_run_epoch)
+    monkeypatch.setattr(train, "train_epoch", action_then_train)
 
 
 @pytest.mark.parametrize("signum,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
@@ -193,18 +196,17 @@ def test_a_save_that_fails_ends_in_one_line_and_keeps_the_epochs_done(tiny_mnist
 
 def test_a_step_that_cannot_be_captured_ends_in_one_line_and_says_how_to_go_on(tiny_mnist, tmp_path, monkeypatch):
     """What a GPU whose capture fails sees: the epochs done kept, and the resume command without graphs."""
-    from embedviz.training_step import GraphCaptureError, TrainStep
+    from embedviz.stopping import GraphCaptureError
 
-    class FailsInEpochTwo(TrainStep):
-        steps = 0
+    train_step, steps = train.train_step, []
 
-        def __call__(self, index):
-            FailsInEpochTwo.steps += 1
-            if FailsInEpochTwo.steps > 7:  # epoch 1: 7 steps of 64 of the 400 images
-                raise GraphCaptureError("operation not permitted when stream is capturing")
-            super().__call__(index)
+    def fails_in_epoch_two(*args):
+        steps.append(1)
+        if len(steps) > 7:  # epoch 1: 7 steps of 64 of the 400 images
+            raise GraphCaptureError("operation not permitted when stream is capturing")
+        return train_step(*args)
 
-    monkeypatch.setattr(train, "TrainStep", FailsInEpochTwo)
+    monkeypatch.setattr(train, "train_step", fails_in_epoch_two)
     result = run(TRAIN, *tiny_args(tiny_mnist, tmp_path, "--epochs", "3"))
     assert_clean_error(result, "could not be captured as a CUDA graph (operation not permitted when stream is "
                        "capturing)", "epochs 0-1 were saved", "--epochs 3 --no-cuda-graphs --resume", code=1)
@@ -212,13 +214,13 @@ def test_a_step_that_cannot_be_captured_ends_in_one_line_and_says_how_to_go_on(t
 
 
 def test_signals_during_a_save_wait_for_the_save_to_finish():
-    from train import SignalGuard, Stop
+    from embedviz.stopping import Stop, Stops
 
     steps = []
     handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)  # SIGINT's is SIG_IGN under nohup
-    with SignalGuard() as guard:
+    with Stops([], "out") as stops:
         with pytest.raises(Stop) as stop:
-            with guard.saving_files():
+            with stops.saving():
                 os.kill(os.getpid(), signal.SIGINT)
                 os.kill(os.getpid(), signal.SIGINT)  # the second Ctrl-C
                 steps.append("save finished")

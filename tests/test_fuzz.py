@@ -10,7 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from embedviz import run_files
-from embedviz.datasets import DatasetError, idx_count
+from embedviz.datasets import DatasetError
+from embedviz.idx_files import idx_count
 
 # In CI the fuzz tests draw the same examples every run, so that a red run can be repeated;
 # elsewhere each run explores new ones.

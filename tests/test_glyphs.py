@@ -3,10 +3,13 @@ seconds and cached; many classes, some of them held out."""
 
 import numpy as np
 import pytest
+import torch
 
 import train
+from conftest import call_main
 from embedviz import glyphs
-from embedviz.datasets import load_dataset
+from embedviz.datasets import DATASET_CLASSES, load_dataset
+from embedviz.run_files import load_run
 
 
 def test_the_glyph_set_has_its_classes_once_each_and_enough_images():
@@ -42,22 +45,37 @@ def test_glyphs_are_cached_and_a_run_holds_out_a_range_of_them(small_glyphs, tmp
     monkeypatch.setattr(glyphs, "build", lambda *args, **kwargs: pytest.fail("built again, not read from the cache"))
     again = load_dataset("glyphs", str(tmp_path), seed=0)
     assert np.array_equal(again.val_images.numpy(), data.val_images.numpy())
-    args = train.parse_args(["--dataset", "glyphs", "--data-dir", str(tmp_path), "--out-dir", str(tmp_path / "out"),
-                             "--unseen-classes", "100-132", "--train-points", "0"])
-    training = train.set_up(args)
-    assert training.model.head.weight.shape == (100, 3) and training.train_labels.max().item() == 99
-    assert training.meta["unseen_classes"] == list(range(100, 133))
-    assert training.meta["dataset_details"]["classes"] == len(glyphs.CLASSES)
-    unseen = slice(*training.splits["unseen"])
-    assert set(training.points_labels[unseen].tolist()) == set(range(100, 133))
+    run = trained(monkeypatch, tmp_path, "--unseen-classes", "100-132")
+    assert run["head_weight"].shape == (100, 3) and run["targets"] == set(range(100))
+    assert run["meta"]["unseen_classes"] == list(range(100, 133))
+    assert run["meta"]["dataset_details"]["classes"] == len(glyphs.CLASSES) == DATASET_CLASSES["glyphs"]
+    unseen = slice(*run["meta"]["splits"]["unseen"])
+    assert set(run["labels"][unseen].tolist()) == set(range(100, 133))
 
 
-def test_a_run_uses_only_the_classes_it_names(small_glyphs, tmp_path):
+def test_a_run_uses_only_the_classes_it_names(small_glyphs, tmp_path, monkeypatch):
     """The sweep's runs: 25 classes trained, the same 33 held out, the 75 others left out of everything."""
-    args = train.parse_args(["--dataset", "glyphs", "--data-dir", str(tmp_path), "--out-dir", str(tmp_path / "out"),
-                             "--classes", "0-24", "100-132", "--unseen-classes", "100-132", "--train-points", "0"])
-    training = train.set_up(args)
-    assert training.model.head.weight.shape == (25, 3) and training.meta["seen_classes"] == list(range(25))
-    assert set(training.train_labels.tolist()) == set(range(25))  # head rows, here the classes themselves
-    assert set(training.points_labels.tolist()) == set(range(25)) | set(range(100, 133))
-    assert training.meta["classes"] == [*range(25), *range(100, 133)]
+    run = trained(monkeypatch, tmp_path, "--classes", "0-24", "100-132", "--unseen-classes", "100-132")
+    assert run["head_weight"].shape == (25, 3) and run["meta"]["seen_classes"] == list(range(25))
+    assert run["targets"] == set(range(25))  # the targets, here the classes themselves
+    assert set(run["labels"].tolist()) == set(range(25)) | set(range(100, 133))
+    assert run["meta"]["classes"] == [*range(25), *range(100, 133)]
+
+
+def trained(monkeypatch, tmp_path, *options):
+    """One epoch of glyphs in this process: the head's weights, the targets it trained to, the meta file
+    and the saved points' labels."""
+    targets, train_step = set(), train.train_step
+
+    def recording_step(model, optimizer, scaler, images, batch_targets, precision):
+        targets.update(batch_targets.tolist())
+        return train_step(model, optimizer, scaler, images, batch_targets, precision)
+
+    monkeypatch.setattr(train, "train_step", recording_step)
+    out_dir = tmp_path / "out"
+    result = call_main(train.main, "--dataset", "glyphs", "--data-dir", tmp_path, "--out-dir", out_dir,
+                       "--train-points", "0", "--epochs", "1", "--batch-size", "256", "--device", "cpu", *options)
+    assert result.returncode == 0, result.stderr
+    _, labels, meta = load_run(str(out_dir), "vgg8_arcface")
+    head_weight = torch.load(out_dir / "vgg8_arcface_last.pth", weights_only=True)["model_state"]["head.weight"]
+    return {"head_weight": head_weight, "targets": targets, "meta": meta, "labels": labels}

@@ -110,8 +110,14 @@ def test_bad_folders_are_refused_in_one_line(tmp_path, digits_by_class, layout, 
 
 
 def test_a_missing_folder_and_a_wrong_size_are_refused(tmp_path):
-    result = call_main(train.main, "--dataset", "imagefolder", "--data-dir", tmp_path / "nowhere")
-    assert result.returncode == 1 and "cannot read" in result.stderr and "nowhere" in result.stderr
+    result = call_main(train.main, "--dataset", "imagefolder", "--data-dir", tmp_path / "nowhere",
+                       "--out-dir", tmp_path / "out")
+    assert result.returncode == 1 and result.stderr.strip() == (f"error: {tmp_path / 'nowhere'} does not exist; "
+                                                                "--data-dir names the folder of class folders")
+    (tmp_path / "a_file").write_text("")
+    result = call_main(train.main, "--dataset", "imagefolder", "--data-dir", tmp_path / "a_file",
+                       "--out-dir", tmp_path / "out")
+    assert result.returncode == 1 and f"{tmp_path / 'a_file'} is not a folder" in result.stderr
     for bad in ("30", "8", "72", "x"):
         result = call_main(train.main, "--dataset", "imagefolder", "--image-size", bad)
         assert result.returncode == 2 and "not 28 or a multiple of 8 from 16 to 64" in result.stderr

@@ -3,15 +3,35 @@ import math
 import pytest
 import torch
 
-from losses import ArcFace, Softmax, margin_target
-from models import PRESETS, build_head, build_model, head_config, head_parameters
+from losses import (AdaCos, AdaFace, ArcFace, CombinedMargin, CosFace, CurricularFace, NormFace, Softmax, SphereFace,
+                    SubCenterArcFace, margin_target)
+from models import HEADS, PRESETS, build_model
 
 ANGLES = [0.0, 0.3, 1.0, math.pi / 2, 2.0, 2.5, math.pi - 0.5, 2.9, math.pi]  # 2.9 > pi - m for m = 0.5
-MARGIN_PRESETS = [name for name, config in PRESETS.items() if config["kind"] == "margin"]
+# the margin family with one weight a class; each preset's (m1, m2, m3), written out here rather than read from
+# the head, so that a class that put its m in the wrong one of the three would not match the hand computation
+MARGINS = {"vgg8_normface": (1.0, 0.0, 0.0), "vgg8_sphereface": (1.5, 0.0, 0.0), "vgg8_cosface": (1.0, 0.0, 0.35),
+           "vgg8_arcface": (1.0, 0.5, 0.0), "vgg8_combined": (1.0, 0.3, 0.2)}
+MARGIN_PRESETS = [name for name, (head_class, arguments) in PRESETS.items()
+                  if issubclass(head_class, CombinedMargin) and "k" not in arguments]
 
 
 def preset_head(name, in_features=3, num_classes=4, **overrides):
-    return build_head(head_config(name, **overrides), in_features, num_classes)
+    """The preset's head, its arguments overridden by the class's parameter names (s, m, k, ...)."""
+    head_class, arguments = PRESETS[name]
+    return head_class(in_features, num_classes, **{**arguments, **overrides})
+
+
+def head_arguments(*argv):
+    """train.py's head for these command-line options: (class, arguments)."""
+    import train
+
+    return train.head_arguments(train.parse_args(list(argv)))
+
+
+def test_the_margin_family_is_the_five_presets_with_one_weight_a_class():
+    assert MARGIN_PRESETS == list(MARGINS)
+    assert issubclass(SubCenterArcFace, CombinedMargin) and PRESETS["vgg8_subcenter"][1]["k"] == 3
 
 
 def unit_weights_and_points(angles):
@@ -62,9 +82,10 @@ ATOL = 15 * 1.5 * 3e-8
 def test_every_margin_head_matches_the_hand_computation(name, with_labels):
     weights, points = unit_weights_and_points(ANGLES)
     head = with_weights(preset_head(name), weights)
+    assert (head.m1, head.m2, head.m3) == MARGINS[name] and head.s == 15.0
     labels = [0] * len(ANGLES) if with_labels else None
     logits = head(points, torch.tensor(labels) if with_labels else None)
-    expected = hand_logits(points, weights, labels, head.s, head.m1, head.m2, head.m3)
+    expected = hand_logits(points, weights, labels, 15.0, *MARGINS[name])
     torch.testing.assert_close(logits, expected, atol=ATOL, rtol=0)
     if with_labels:  # the margin only touches the target column
         torch.testing.assert_close(logits[:, 1:], expected[:, 1:], atol=1e-12, rtol=0)
@@ -91,8 +112,8 @@ def test_target_logit_decreases_in_theta_everywhere(m1, m2, m3):
         assert target.diff().abs().max() < 0.01
 
 
-ZERO_MARGIN = {"vgg8_normface": {}, "vgg8_sphereface": {"margin": 1.0}, "vgg8_cosface": {"margin": 0.0},
-               "vgg8_arcface": {"margin": 0.0}, "vgg8_combined": {"m2": 0.0, "m3": 0.0}}
+ZERO_MARGIN = {"vgg8_normface": {}, "vgg8_sphereface": {"m": 1.0}, "vgg8_cosface": {"m": 0.0},
+               "vgg8_arcface": {"m": 0.0}, "vgg8_combined": {"m2": 0.0, "m3": 0.0}}
 
 
 @pytest.mark.parametrize("name", MARGIN_PRESETS)
@@ -107,10 +128,19 @@ def test_zero_margin_is_normface(name):
     torch.testing.assert_close(margin_target(cosine, 1.0, 0.0, 0.0), cosine, atol=1e-7, rtol=0)
 
 
-@pytest.mark.parametrize("margins", [{"m2": -0.5}, {"m1": 0.5}, {"m3": -0.1}, {"m2": 3.2}, {"scale": 0.0}])
+@pytest.mark.parametrize("margins", [{"m2": -0.5}, {"m1": 0.5}, {"m3": -0.1}, {"m2": 3.2}, {"s": 0.0}])
 def test_margins_that_would_make_the_target_easier_are_refused(margins):
     with pytest.raises(ValueError, match="out of range"):
         preset_head("vgg8_combined", **margins)
+
+
+@pytest.mark.parametrize("head_class,arguments", [(SphereFace, {"m": 0.5}), (CosFace, {"m": -0.1}),
+                                                  (ArcFace, {"m": -0.5}), (ArcFace, {"m": 3.2}),
+                                                  (SubCenterArcFace, {"m": -0.5}), (NormFace, {"s": -1.0}),
+                                                  (CurricularFace, {"m": -0.1}), (AdaFace, {"m": 3.2})])
+def test_the_named_heads_refuse_the_same_margins_by_their_own_names(head_class, arguments):
+    with pytest.raises(ValueError, match="out of range"):
+        head_class(3, 4, **arguments)
 
 
 @pytest.mark.parametrize("name", MARGIN_PRESETS)
@@ -156,41 +186,122 @@ def test_softmax_is_an_affine_map_and_ignores_labels():
     assert head.weight.shape == (4, 3)
 
 
-def test_overrides_and_their_refusals():
-    assert preset_head("vgg8_arcface", scale=30.0, margin=0.2).m2 == 0.2
-    assert preset_head("vgg8_arcface", scale=30.0).s == 30.0
-    assert preset_head("vgg8_cosface", margin=0.1).m3 == 0.1
-    assert preset_head("vgg8_sphereface", margin=2.0).m1 == 2.0
-    with pytest.raises(ValueError, match="--m1, --m2 or --m3"):
-        head_config("vgg8_combined", margin=0.1)
-    with pytest.raises(ValueError, match="neither scale nor margin"):
-        head_config("vgg8_softmax", scale=2.0)
-    assert head_config("vgg8_curricularface", margin=0.3)["m"] == 0.3
-    assert head_config("vgg8_subcenter", subcenters=5, margin=0.2) | {} == {**PRESETS["vgg8_subcenter"],
-                                                                             "subcenters": 5, "m2": 0.2}
-    with pytest.raises(ValueError, match="--scale cannot be set for vgg8_adacos; its scale adapts"):
-        head_config("vgg8_adacos", scale=2.0)
-    with pytest.raises(ValueError, match="--margin has no meaning for vgg8_magface; its margin follows the norm"):
-        head_config("vgg8_magface", margin=0.2)
-    with pytest.raises(ValueError, match="--subcenters cannot be set for vgg8_arcface"):
-        head_config("vgg8_arcface", subcenters=2)
-    with pytest.raises(ValueError, match="--subcenters must be an integer from 1 to 16"):
-        preset_head("vgg8_subcenter", subcenters=17)
+def test_overrides_set_the_presets_parameters_by_their_names():
+    assert head_arguments("--model", "vgg8_arcface") == (ArcFace, {"s": 15.0, "m": 0.5})  # no option: the preset
+    assert head_arguments("--model", "vgg8_arcface", "--scale", "30", "--margin", "0.2") == (ArcFace, {"s": 30.0,
+                                                                                                       "m": 0.2})
+    head_class, arguments = head_arguments("--model", "vgg8_arcface", "--scale", "30", "--margin", "0.2")
+    head = head_class(3, 4, **arguments)
+    assert (head.s, head.m1, head.m2, head.m3) == (30.0, 1.0, 0.2, 0.0)
+    head_class, arguments = head_arguments("--model", "vgg8_cosface", "--margin", "0.1")
+    assert head_class is CosFace and head_class(3, 4, **arguments).m3 == 0.1
+    head_class, arguments = head_arguments("--model", "vgg8_sphereface", "--margin", "2.0")
+    assert head_class is SphereFace and head_class(3, 4, **arguments).m1 == 2.0
+    assert head_arguments("--model", "vgg8_curricularface", "--margin", "0.3") == (CurricularFace,
+                                                                                 {"s": 15.0, "m": 0.3})
+    assert head_arguments("--model", "vgg8_subcenter", "--subcenters", "5", "--margin", "0.2") == (
+        SubCenterArcFace, {"s": 15.0, "m": 0.2, "k": 5})
+    assert head_arguments("--model", "vgg8_combined", "--m1", "1.2", "--scale", "9") == (
+        CombinedMargin, {"s": 9.0, "m1": 1.2, "m2": 0.3, "m3": 0.2, "k": 1})
+    assert PRESETS["vgg8_arcface"] == (ArcFace, {"s": 15.0, "m": 0.5})  # the overrides left the preset as it was
+
+
+@pytest.mark.parametrize("argv,expected", [
+    (["--model", "vgg8_arcface", "--m3", "0.1"], {"s": 15.0, "m1": 1.0, "m2": 0.5, "m3": 0.1, "k": 1}),
+    (["--model", "vgg8_sphereface", "--m2", "0.2"], {"s": 15.0, "m1": 1.5, "m2": 0.2, "m3": 0.0, "k": 1}),
+    (["--model", "vgg8_cosface", "--m1", "1.2", "--scale", "9"], {"s": 9.0, "m1": 1.2, "m2": 0.0, "m3": 0.35, "k": 1}),
+    (["--model", "vgg8_normface", "--m2", "0.4"], {"s": 15.0, "m1": 1.0, "m2": 0.4, "m3": 0.0, "k": 1}),
+    (["--model", "vgg8_subcenter", "--m3", "0.1", "--subcenters", "2"], {"s": 15.0, "m1": 1.0, "m2": 0.5,
+                                                                         "m3": 0.1, "k": 2}),
+])
+def test_m1_m2_m3_make_a_margin_preset_the_combined_margin_of_its_margins_and_the_override(argv, expected):
+    head_class, arguments = head_arguments(*argv)
+    assert head_class is CombinedMargin and arguments == expected
+    weights, points = unit_weights_and_points(ANGLES)
+    head = with_weights(head_class(3, 4, **arguments), weights.repeat_interleave(expected["k"], 0))
+    labels = torch.zeros(len(ANGLES), dtype=torch.long)
+    expected_logits = hand_logits(points, weights, labels.tolist(), expected["s"], expected["m1"], expected["m2"],
+                                  expected["m3"])
+    torch.testing.assert_close(head(points, labels), expected_logits, atol=ATOL, rtol=0)
+
+
+def test_a_combined_margin_of_the_presets_own_margin_is_the_preset():
+    weights, points = unit_weights_and_points(ANGLES)
+    labels = torch.zeros(len(ANGLES), dtype=torch.long)
+    for name, option, value in [("vgg8_arcface", "--m2", "0.5"), ("vgg8_cosface", "--m3", "0.35"),
+                                ("vgg8_sphereface", "--m1", "1.5"), ("vgg8_normface", "--m1", "1")]:
+        head_class, arguments = head_arguments("--model", name, option, value)
+        combined = with_weights(head_class(3, 4, **arguments), weights)
+        preset = with_weights(preset_head(name), weights)
+        assert head_class is CombinedMargin and type(preset) is not CombinedMargin
+        torch.testing.assert_close(combined(points, labels), preset(points, labels), atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--model", "vgg8_combined", "--margin", "0.1"],
+     "--margin has no meaning for vgg8_combined; set --m1, --m2 or --m3"),
+    (["--model", "vgg8_softmax", "--scale", "2"], "vgg8_softmax has neither scale nor margin; scale cannot be set"),
+    (["--model", "vgg8_softmax", "--m2", "0.1"], "vgg8_softmax has neither scale nor margin; m2 cannot be set"),
+    (["--model", "vgg8_adacos", "--scale", "2"], "--scale cannot be set for vgg8_adacos; its scale adapts"),
+    (["--model", "vgg8_adacos", "--margin", "0.2"], "--margin has no meaning for vgg8_adacos; it has no margin"),
+    (["--model", "vgg8_normface", "--margin", "0.2"], "--margin has no meaning for vgg8_normface; it has no margin"),
+    (["--model", "vgg8_magface", "--margin", "0.2"],
+     "--margin has no meaning for vgg8_magface; its margin follows the norm"),
+    (["--model", "vgg8_arcface", "--subcenters", "2"], "--subcenters cannot be set for vgg8_arcface"),
+    (["--model", "vgg8_curricularface", "--m2", "0.2"], "--m2 cannot be set for vgg8_curricularface"),
+    (["--model", "vgg8_elasticface", "--subcenters", "2", "--m3", "0.1"],
+     "--m3 and --subcenters cannot be set for vgg8_elasticface"),
+])
+def test_overrides_a_head_does_not_take_are_refused_naming_the_option(argv, message):
+    with pytest.raises(ValueError) as refusal:
+        head_arguments(*argv)
+    assert str(refusal.value) == message
+
+
+def test_sub_centres_out_of_range_are_refused_before_the_data_is_read():
+    with pytest.raises(ValueError, match="k, the sub-centres a class, must be an integer from 1 to 16"):
+        head_arguments("--model", "vgg8_subcenter", "--subcenters", "17")
+    for k in (0, 2.0):
+        with pytest.raises(ValueError, match="k, the sub-centres a class, must be an integer from 1 to 16"):
+            preset_head("vgg8_subcenter", k=k)
+    assert preset_head("vgg8_subcenter", k=16).weight.shape == (64, 3)
+
+
+STATE = {AdaCos: {"s"}, CurricularFace: {"t"}, AdaFace: {"batch_mean", "batch_std"}}  # the others: none
+
+
+def test_heads_names_every_presets_class_by_its_name():
+    assert HEADS == {head_class.__name__: head_class for head_class, _ in PRESETS.values()}
+    assert len(HEADS) == len(PRESETS) == 12
 
 
 @pytest.mark.parametrize("name", PRESETS)
 def test_a_head_rebuilt_from_its_config_is_the_same_head(name):
-    scaled = "s" in head_parameters(PRESETS[name]["kind"]) and name != "vgg8_softmax"
-    head = preset_head(name, num_classes=10, **({"scale": 9.0} if scaled else {}))
+    head_class, arguments = PRESETS[name]
+    scaled = "s" in head_class.params
+    head = preset_head(name, num_classes=10, **({"s": 9.0} if scaled else {}))
     config = head.config()
-    assert config == {**PRESETS[name], **({"s": 9.0} if scaled else {})} | config  # nothing lost
-    rebuilt = build_head(config, 3, 10)
-    assert type(rebuilt) is type(head) and rebuilt.config() == config
+    assert list(config) == ["class", *head_class.params] and config["class"] == head_class.__name__
+    assert config == config | {**arguments, **({"s": 9.0} if scaled else {})}  # the preset's arguments, as given
+    assert scaled == (name not in ("vgg8_softmax", "vgg8_adacos"))
+    rebuilt = HEADS[config["class"]](3, 10, **{key: value for key, value in config.items() if key != "class"})
+    assert type(rebuilt) is type(head) and rebuilt.config() == config and rebuilt.k == head.k
     rebuilt.load_state_dict(head.state_dict())
     points, labels = torch.randn(6, 3), torch.arange(6) % 10
     torch.testing.assert_close(rebuilt.eval()(points, labels), head.eval()(points, labels), rtol=0, atol=0)
+    assert set(head.state()) == STATE.get(head_class, set()) and rebuilt.state() == head.state()
+    shown = ", ".join(f"{key}={value}" for key, value in config.items() if key != "class")
+    assert repr(head) == f"{head_class.__name__}({shown})"
     if name in MARGIN_PRESETS:
-        assert repr(head).endswith(f"(s=9.0, m1={head.m1}, m2={head.m2}, m3={head.m3})")
+        assert (head.s, head.m1, head.m2, head.m3) == (9.0, *MARGINS[name])
+
+
+def test_reprs_name_the_paper_and_its_parameters():
+    assert repr(ArcFace(3, 4)) == "ArcFace(s=15.0, m=0.5)"
+    assert repr(SubCenterArcFace(3, 4)) == "SubCenterArcFace(s=15.0, m=0.5, k=3)"
+    assert repr(CombinedMargin(3, 4, s=9.0, m1=1.2)) == "CombinedMargin(s=9.0, m1=1.2, m2=0.0, m3=0.0, k=1)"
+    assert repr(NormFace(3, 4)) == "NormFace(s=15.0)" and repr(Softmax(3, 4)) == "Softmax()"
+    assert repr(AdaCos(3, 4)) == "AdaCos()"
 
 
 M1_GRID = [1.0, 1.01, 1.2, 1.5, 2.0, 3.0, 4.0, 7.5]

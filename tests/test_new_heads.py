@@ -5,10 +5,10 @@ import math
 
 import pytest
 import torch
-from test_losses import hand_target
+from test_losses import STATE, hand_target, preset_head
 
 from losses import AdaCos, AdaFace, CurricularFace, ElasticFace, MagFace, SubCenterArcFace, margin_target
-from models import PRESETS, build_head, head_config
+from models import PRESETS
 
 NEW_HEADS = ["vgg8_adacos", "vgg8_subcenter", "vgg8_curricularface", "vgg8_elasticface", "vgg8_magface", "vgg8_adaface"]
 WEIGHTS = torch.tensor([[1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0], [-1.0, 0, 0]], dtype=torch.float64) * 3.0
@@ -69,7 +69,8 @@ def test_subcenter_takes_the_best_of_each_class_then_the_margin():
     extra = torch.tensor([[0.0, 0, -1.0], [math.cos(0.4), math.sin(0.4), 0.0]], dtype=torch.float64)
     weights = torch.stack([torch.stack([w, extra[0], extra[1] if c == 0 else -extra[0]])
                            for c, w in enumerate(WEIGHTS)])
-    head = in_float64(SubCenterArcFace(3, 4, s=15.0, m2=0.5, subcenters=3), weights.reshape(12, 3))
+    head = in_float64(SubCenterArcFace(3, 4, s=15.0, m=0.5, k=3), weights.reshape(12, 3))
+    assert head.k == 3 and (head.m1, head.m2, head.m3) == (1.0, 0.5, 0.0)
     cos = [[max(row[3 * c:3 * c + 3]) for c in range(4)] for row in hand_cosines(points(), weights.reshape(12, 3))]
     expected = [[15 * (hand_target(math.acos(min(1.0, c)), 1.0, 0.5, 0.0) if j == y else c) for j, c in enumerate(row)]
                 for row, y in zip(cos, LABELS.tolist())]
@@ -156,8 +157,8 @@ def test_adaface_margin_adapts_to_the_norm_against_the_running_statistics():
 
 @pytest.mark.parametrize("name", NEW_HEADS)
 def test_gradients_are_finite_at_cosines_of_plus_and_minus_one(name):
-    head = in_float64(build_head(head_config(name), 3, 4),
-                      WEIGHTS.repeat_interleave(PRESETS[name].get("subcenters", 1), 0)).train()
+    head = preset_head(name)
+    head = in_float64(head, WEIGHTS.repeat_interleave(head.k, 0)).train()
     x = (torch.tensor([[2.0, 0, 0], [-2.0, 0, 0], [0, 0, 1.5]], dtype=torch.float64)).requires_grad_()
     labels = torch.tensor([0, 0, 3])  # on its weight, opposite it, and at 90 degrees from its own
     logits = head(x, labels)
@@ -216,8 +217,11 @@ def test_each_new_head_learns_the_digits(learned, name):
     history = meta["history"]
     assert history[-1]["val_accuracy"] >= 0.35, [round(e["val_accuracy"], 2) for e in history]  # chance: 0.10
     assert history[-1]["val_loss"] < history[1]["val_loss"]
-    state = PRESETS[name]["kind"] in ("adacos", "curricular", "adaface")
-    assert ("head_state" in history[-1]) == state
+    head_class, arguments = PRESETS[name]
+    assert meta["head"] == preset_head(name, num_classes=10).config() == meta["head"] | arguments
+    assert meta["head"]["class"] == head_class.__name__
+    assert ("head_state" in history[-1]) == (head_class in STATE)
+    assert set(history[-1].get("head_state", {})) == STATE.get(head_class, set())
     if name == "vgg8_subcenter":
         subcenters = history[-1]["subcenters"]
         assert len(subcenters["weights"]) == 10 and len(subcenters["weights"][0]) == 3

@@ -6,14 +6,18 @@ import torch
 
 import train
 from conftest import call_main
-from embedviz import devices
+from embedviz import devices, run_files
+from embedviz.resume import set_rng_states
 from embedviz.datasets import load_dataset
 from embedviz.metrics import angle_deg
-from embedviz.training_step import TrainStep
 from losses import Head
 from models import build_model, load_model, to_input
 
 CPU = torch.device("cpu")
+
+
+def adam(model, lr=1e-3):
+    return torch.optim.Adam(model.parameters(), lr=lr, fused=True)  # as train.py makes it
 
 
 def test_inputs_are_scaled_to_minus_one_one_in_channels_last():
@@ -82,12 +86,11 @@ def train_and_embed(digits_split, precision, lr=1e-3):
                                                               probe_images[:128], probe_labels[:128])
     torch.manual_seed(0)
     model = build_model("vgg8_arcface").to(memory_format=torch.channels_last)
-    optimizer, scaler = train.make_optimizer(model, lr), train.make_scaler(CPU, precision)
+    optimizer, scaler = adam(model, lr), devices.make_scaler(CPU, precision)
     before, _, _ = train.evaluate(model, probe_images, probe_labels, 256, precision)
-    step = TrainStep(model, optimizer, scaler, train_images, train_labels, precision, 48)
-    train.train_one_epoch(step, torch.Generator().manual_seed(0), None)
+    train.train_epoch(model, optimizer, scaler, train_images, train_labels, precision, 48, torch.Generator().manual_seed(0))
     after, _, _ = train.evaluate(model, probe_images, probe_labels, 256, precision)
-    return before, after, scaler
+    return before.numpy(), after.numpy(), scaler
 
 
 def test_bf16_and_fp32_training_give_embeddings_that_agree(digits_split):
@@ -107,15 +110,15 @@ def test_fp16_steps_go_through_the_gradient_scaler(digits_split, init_scale, ski
     (images, labels), _ = digits_split
     torch.manual_seed(0)
     model = build_model("vgg8_arcface").to(memory_format=torch.channels_last)
-    optimizer = train.make_optimizer(model, 1e-3)
+    optimizer = adam(model)
     scaler = torch.amp.GradScaler("cpu", init_scale=init_scale)
     weights = model.features[0][0].weight.detach().clone()
-    step = TrainStep(model, optimizer, scaler, images[:8], labels[:8], "fp16", 4)
-    loss = train.train_one_epoch(step, torch.Generator().manual_seed(0), None)
+    loss = train.train_epoch(model, optimizer, scaler, images[:8], labels[:8], "fp16", 4,
+                             torch.Generator().manual_seed(0))
     assert math.isfinite(loss)
     assert torch.equal(model.features[0][0].weight, weights) == skipped
     assert scaler.get_scale() == (init_scale / 4 if skipped else init_scale)
-    assert train.make_scaler(CPU, "fp16").is_enabled() and not train.make_scaler(CPU, "fp32").is_enabled()
+    assert devices.make_scaler(CPU, "fp16").is_enabled() and not devices.make_scaler(CPU, "fp32").is_enabled()
 
 
 class GoesNaN(torch.nn.Module):
@@ -138,10 +141,10 @@ def test_divergence_is_found_at_the_next_check_and_names_the_steps_since_the_las
                                                                                    check_every, where):
     (images, labels), _ = digits_split  # 512 images, batch 64: 8 steps
     model = GoesNaN(nan_from)
-    optimizer, scaler = train.make_optimizer(model, 1e-3), train.make_scaler(CPU, "fp32")
+    optimizer, scaler = adam(model), devices.make_scaler(CPU, "fp32")
     with pytest.raises(train.Diverged, match=rf"^{where} \(loss nan\)$"):
-        train.train_one_epoch(TrainStep(model, optimizer, scaler, images, labels, "fp32", 64),
-                              torch.Generator().manual_seed(0), None, check_every)
+        train.train_epoch(model, optimizer, scaler, images, labels, "fp32", 64, torch.Generator().manual_seed(0),
+                          check_every=check_every)
     assert model.calls == int(where.split("-")[1])  # stopped at the check, neither before nor after
 
 
@@ -149,10 +152,10 @@ def test_checkpoint_state_is_on_the_cpu_whatever_the_device():
     devices = [CPU] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
     for device in devices:
         model = build_model("vgg8_arcface").to(device)
-        optimizer = train.make_optimizer(model, 1e-3)
+        optimizer = adam(model)
         model(torch.zeros(2, 1, 28, 28, device=device), torch.tensor([0, 1], device=device))[0].sum().backward()
         optimizer.step()
-        state = train.on_cpu({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "list": [model.head.weight]})
+        state = run_files.on_cpu({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "list": [model.head.weight]})
         tensors = [*state["model"].values(), *(v for s in state["optimizer"]["state"].values() for v in s.values()),
                    *state["list"]]
         assert len(tensors) > 30 and all(t.device == CPU for t in tensors)
@@ -174,13 +177,13 @@ def test_load_model_rebuilds_the_best_network_from_its_checkpoint_alone(fp32_run
     best = torch.load(fp32_run / "vgg8_arcface_best.pth", weights_only=True)
     assert {"model_state", "model", "head", "embedding_dim", "num_classes", "options", "epoch",
             "val_loss"} <= set(best)
-    assert best["head"] == {"kind": "margin", "s": 15.0, "m1": 1.0, "m2": 0.5, "m3": 0.0}
+    assert best["head"] == {"class": "ArcFace", "s": 15.0, "m": 0.5}
     model = load_model(fp32_run / "vgg8_arcface_best.pth")
     assert not model.training
     images, labels, _ = train.saved_points(load_dataset("mnist", tiny_mnist, 58), 100, 58)
     embeddings, _, _ = train.evaluate(model, images, labels, 512, "fp32")
     saved = np.load(fp32_run / "all_vgg8_arcface_embeddings.npy")
-    np.testing.assert_array_equal(embeddings, saved[best["epoch"]])  # the same network, the same numbers
+    np.testing.assert_array_equal(embeddings.numpy(), saved[best["epoch"]])  # the same network, the same numbers
     with torch.no_grad():  # as the README embeds a new image
         one = model.embed(to_input(images[-1:]))
     np.testing.assert_allclose(one.numpy(), saved[best["epoch"], -1:], atol=1e-5)
@@ -214,15 +217,17 @@ def test_the_readmes_lines_embed_a_new_image(fp32_run, tiny_mnist):
 
 
 def test_random_states_are_restored_for_dropout_and_shuffling_on_every_device():
-    devices = [CPU] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
-    for device in devices:
+    for device in [CPU] + ([torch.device("cuda")] if torch.cuda.is_available() else []):
         generator = torch.Generator().manual_seed(1)
-        states = train.rng_states(generator, device)
+        model = build_model("vgg8_arcface").to(device)
+        meta = {"history": [], "dataset": "mnist", "class_names": list("0123456789")}
+        states = train.resume_state({}, adam(model), devices.make_scaler(device, "fp32"), generator, device, meta,
+                                    math.inf, "fp32")["rng_states"]
         assert set(states) == {"torch", "shuffle", "cuda"} and (device.type == "cuda") == (states["cuda"] is not None)
 
         def draws():  # dropout's draws on the device, and the shuffling's
             return torch.rand(5, device=device).cpu(), torch.rand(5).cpu(), torch.randperm(9, generator=generator)
 
         first = draws()
-        train.set_rng_states(states, generator, device)
+        set_rng_states(states, generator, device)
         assert all(torch.equal(a, b) for a, b in zip(first, draws()))

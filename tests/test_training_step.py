@@ -14,9 +14,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import train
 from embedviz import devices
-from embedviz.training_step import WARMUP_STEPS, TrainStep
+from embedviz.cuda_graph import WARMUP_STEPS, GraphedStep
 from embedviz.verification import SCORE_BINS, device_pair_counts, device_pair_histograms, pair_histograms
-from models import MODEL_NAMES, build_model
+from models import MODEL_NAMES, build_model, to_input
 
 CUDA = torch.cuda.is_available()
 needs_cuda = pytest.mark.skipif(not CUDA, reason="CUDA graphs and CUDA's sync check need a CUDA device")
@@ -49,13 +49,26 @@ def precisions(device):
     return ["fp32", "fp16"] + (["bf16"] if torch.cuda.get_device_capability(device) >= (8, 0) else [])
 
 
-def make_step(name, precision, device, digits, batch_size=16, graph=False):
-    devices.make_deterministic(device)  # as train.py runs a GPU
-    images, labels = (torch.from_numpy(a[:6 * batch_size + 8]).to(device) for a in digits)
-    torch.manual_seed(0)
-    model = build_model(name).to(device, memory_format=torch.channels_last)
-    optimizer, scaler = train.make_optimizer(model, 1e-3), train.make_scaler(device, precision)
-    return TrainStep(model, optimizer, scaler, images, labels, precision, batch_size, graph=graph)
+class Steps:
+    """train.py's training of one model on digits: its step, eager or as a CUDA graph, called batch by batch
+    (step(index)) or an epoch at a time."""
+
+    def __init__(self, name, precision, device, digits, batch_size=16, graph=False):
+        devices.make_deterministic(device)  # as train.py runs a GPU
+        self.images, self.labels = (torch.from_numpy(a[:6 * batch_size + 8]).to(device) for a in digits)
+        torch.manual_seed(0)
+        self.model = build_model(name).to(device, memory_format=torch.channels_last)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-3, fused=True)
+        self.scaler, self.precision, self.batch_size = devices.make_scaler(device, precision), precision, batch_size
+        self.step = GraphedStep(train.train_step, batch_size, self.optimizer, self.scaler) if graph else train.train_step
+
+    def __call__(self, index):
+        return self.step(self.model, self.optimizer, self.scaler, self.images[index], self.labels[index],
+                         self.precision)
+
+    def epoch(self, generator, check_every=train.DIVERGENCE_CHECK_STEPS):
+        return train.train_epoch(self.model, self.optimizer, self.scaler, self.images, self.labels, self.precision,
+                                 self.batch_size, generator, step=self.step, check_every=check_every)
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
@@ -63,7 +76,7 @@ def test_a_training_step_reads_nothing_back_from_the_device(name, mnist_digits):
     """On the CPU, every operation of two steps is recorded and none is one that would make a GPU wait
     (a constant made into a tensor at every step was one); on a GPU, CUDA's own check stops any sync."""
     for precision in precisions(torch.device("cpu")):
-        step = make_step(name, precision, torch.device("cpu"), mnist_digits)
+        step = Steps(name, precision, torch.device("cpu"), mnist_digits)
         with RecordOps() as recorded:
             step(torch.arange(16))
             step(torch.arange(16, 32))
@@ -72,7 +85,7 @@ def test_a_training_step_reads_nothing_back_from_the_device(name, mnist_digits):
     if CUDA:  # eager, then replays: capturing syncs once, after the warm-up steps
         cuda = torch.device("cuda")
         for precision, graph in itertools.product(precisions(cuda), (False, True)):
-            step = make_step(name, precision, cuda, mnist_digits, graph=graph)
+            step = Steps(name, precision, cuda, mnist_digits, graph=graph)
             batches = torch.randperm(96, generator=torch.Generator().manual_seed(0)).to(cuda).split(16)
             before = 1 + WARMUP_STEPS if graph else 1  # the first step makes the optimizer's and scaler's state
             for index in batches[:before]:
@@ -84,7 +97,7 @@ def test_a_training_step_reads_nothing_back_from_the_device(name, mnist_digits):
                     step(index)
             finally:
                 torch.cuda.set_sync_debug_mode("default")
-            assert (step.graph is not None) == graph
+            assert (getattr(step.step, "graph", None) is not None) == graph
             del step
             gc.collect()
 
@@ -101,33 +114,46 @@ def test_every_head_keeps_to_the_gpu_without_one(name):
             torch.manual_seed(0)
             model = build_model(name)
             images, labels = torch.zeros(40, 28, 28, dtype=torch.uint8), torch.arange(40) % 10
-        optimizer = train.make_optimizer(model, 1e-3)
-        step = TrainStep(model, optimizer, train.make_scaler(cuda, "fp32"), images, labels, "fp32", 16, graph=True)
-        losses = [step.batch_loss(index) for index in torch.arange(40, device=cuda).split(16)]
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
+        losses = []
+        for index in torch.arange(40, device=cuda).split(16):  # train_step's forward pass and loss
+            logits, embeddings = model(to_input(images[index]), labels[index])
+            losses.append(model.head.loss(logits, labels[index], embeddings))
         for parameter in model.parameters():
             parameter.grad = torch.ones_like(parameter)
         optimizer.step()
-        columns = train.evaluation_columns(model, images, labels, 32, "fp32")
-        counts = device_pair_counts(columns[:, :3], np.arange(40) % 10)
-    assert {loss.device.type for loss in losses} == {columns.device.type, counts.device.type} == {"cuda"}
-    assert columns.shape == (40, 3 + 2) and counts.shape == (2, SCORE_BINS)  # an embedding, its loss, right or not
+        embeddings, point_losses, correct = train.evaluate(model, images, labels, 32, "fp32")
+        counts = device_pair_counts(embeddings, np.arange(40) % 10)
+    assert {loss.device.type for loss in losses} == {embeddings.device.type, point_losses.device.type,
+                                                     correct.device.type, counts.device.type} == {"cuda"}
+    assert embeddings.shape == (40, 3) and point_losses.shape == correct.shape == (40,)
+    assert counts.shape == (2, SCORE_BINS)
 
 
 def test_an_epoch_reads_the_loss_back_only_at_its_checks(mnist_digits):
-    step = make_step("vgg8_arcface", "fp32", torch.device("cpu"), mnist_digits, batch_size=8)  # 56 images
+    steps = Steps("vgg8_arcface", "fp32", torch.device("cpu"), mnist_digits, batch_size=8)  # 56 images
+    batch_losses = []
+
+    def recorded_step(*args):
+        batch_losses.append(train.train_step(*args).item() * len(args[3]))
+        return batch_losses[-1]
+
     with RecordOps() as recorded:
-        loss = train.train_one_epoch(step, torch.Generator().manual_seed(0), None, check_every=3)
+        loss = steps.epoch(torch.Generator().manual_seed(0), check_every=3)
     assert recorded.waits() == {"aten._local_scalar_dense.default": 3}  # after steps 3, 6 and the last, 7
-    assert loss == pytest.approx(step.loss_sum.item() / 56)
+    again = Steps("vgg8_arcface", "fp32", torch.device("cpu"), mnist_digits, batch_size=8)
+    again.step = recorded_step
+    again.epoch(torch.Generator().manual_seed(0))
+    assert len(batch_losses) == 7 and loss == pytest.approx(sum(batch_losses) / len(again.labels), rel=1e-6)
 
 
-def trained_state(step, epochs=2):
+def trained_state(steps, epochs=2):
     """Every number the steps change: weights, buffers (the heads' state among them), Adam's moments and
     step counts, the loss, and the device's random state that dropout and ElasticFace draw from."""
     generator = torch.Generator().manual_seed(0)
-    losses = [train.train_one_epoch(step, generator, None) for _ in range(epochs)]
-    optimizer_state = [tensor for state in step.optimizer.state.values() for tensor in state.values()]
-    return losses, [*step.model.state_dict().values(), *optimizer_state, torch.cuda.get_rng_state()]
+    losses = [steps.epoch(generator) for _ in range(epochs)]
+    optimizer_state = [tensor for state in steps.optimizer.state.values() for tensor in state.values()]
+    return losses, [*steps.model.state_dict().values(), *optimizer_state, torch.cuda.get_rng_state()]
 
 
 @needs_cuda
@@ -137,11 +163,11 @@ def test_graph_replays_give_the_eager_steps_numbers_bit_for_bit(name, mnist_digi
     partial batch eager, then replays only; fp16 steps its optimizer outside the graph."""
     cuda = torch.device("cuda")
     for precision in precisions(cuda):
-        eager = make_step(name, precision, cuda, mnist_digits)
+        eager = Steps(name, precision, cuda, mnist_digits)
         eager_losses, eager_state = trained_state(eager)
-        graphed = make_step(name, precision, cuda, mnist_digits, graph=True)
+        graphed = Steps(name, precision, cuda, mnist_digits, graph=True)
         graph_losses, graph_state = trained_state(graphed)
-        assert graphed.graph is not None, "the step was not captured"
+        assert graphed.step.graph is not None, "the step was not captured"
         assert graph_losses == eager_losses, f"{name} {precision}"
         assert len(graph_state) == len(eager_state) > 30
         assert all(torch.equal(a, b) for a, b in zip(graph_state, eager_state)), f"{name} {precision}"
@@ -155,18 +181,18 @@ def test_every_operation_on_the_gpu_has_a_deterministic_version(mnist_digits):
     raises there: every head's training steps, the evaluation pass and the pairs counted on the device."""
     cuda = torch.device("cuda")
     for name, precision in itertools.product(MODEL_NAMES, precisions(cuda)):
-        step = make_step(name, precision, cuda, mnist_digits)
+        steps = Steps(name, precision, cuda, mnist_digits)
         torch.use_deterministic_algorithms(True)  # strict; conftest restores train.py's mode
         for index in torch.arange(48, device=cuda).split(16):
-            step(index)
-        embeddings, _, _ = train.evaluate(step.model, step.images, step.labels, 64, precision)
-        device_pair_histograms(torch.from_numpy(embeddings).to(cuda), step.labels.cpu().numpy())
+            steps(index)
+        embeddings, _, _ = train.evaluate(steps.model, steps.images, steps.labels, 64, precision)
+        device_pair_histograms(embeddings, steps.labels.cpu().numpy())
         torch.cuda.synchronize()
 
 
 def test_graphs_are_refused_off_a_gpu(mnist_digits):
-    with pytest.raises(ValueError, match="CUDA graphs need the images on a CUDA device"):
-        make_step("vgg8_arcface", "fp32", torch.device("cpu"), mnist_digits, graph=True)
+    with pytest.raises(ValueError, match="CUDA graphs need the model on a CUDA device"):
+        Steps("vgg8_arcface", "fp32", torch.device("cpu"), mnist_digits, graph=True)
 
 
 @pytest.mark.parametrize("n,classes", [(300, 4), (1000, 10), (2, 2)])
