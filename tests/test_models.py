@@ -165,31 +165,30 @@ def test_an_old_config_is_read_as_the_presets_class_with_the_same_logits(name, o
     assert converted.state() == preset.state()
 
 
+def old_margin(s, m1, m2, m3, k=None):
+    """An old run's head of the margin family: {"kind": "margin", ...}, or "subcenter" with k sub-centres."""
+    return {"kind": "margin" if k is None else "subcenter", "s": s, "m1": m1, "m2": m2, "m3": m3,
+            **({} if k is None else {"subcenters": k})}
+
+
+def combined(s, m1, m2, m3, k=1):
+    return {"class": "CombinedMargin", "s": s, "m1": m1, "m2": m2, "m3": m3, "k": k}
+
+
 @pytest.mark.parametrize("old,head_class_name,new", [
     # margins that are not the preset's form: the CombinedMargin that computes them
-    ({"kind": "margin", "s": 15.0, "m1": 1.0, "m2": 0.5, "m3": 0.1}, "ArcFace",
-     {"class": "CombinedMargin", "s": 15.0, "m1": 1.0, "m2": 0.5, "m3": 0.1, "k": 1}),
-    ({"kind": "margin", "s": 9.0, "m1": 1.5, "m2": 0.2, "m3": 0.0}, "SphereFace",
-     {"class": "CombinedMargin", "s": 9.0, "m1": 1.5, "m2": 0.2, "m3": 0.0, "k": 1}),
-    ({"kind": "subcenter", "s": 15.0, "m1": 1.0, "m2": 0.5, "m3": 0.2, "subcenters": 2}, "SubCenterArcFace",
-     {"class": "CombinedMargin", "s": 15.0, "m1": 1.0, "m2": 0.5, "m3": 0.2, "k": 2}),
-    ({"kind": "margin", "s": 15.0, "m1": 1.0, "m2": 0.2, "m3": 0.35}, "CosFace",
-     {"class": "CombinedMargin", "s": 15.0, "m1": 1.0, "m2": 0.2, "m3": 0.35, "k": 1}),
-    ({"kind": "margin", "s": 15.0, "m1": 1.2, "m2": 0.5, "m3": 0.0}, "ArcFace",
-     {"class": "CombinedMargin", "s": 15.0, "m1": 1.2, "m2": 0.5, "m3": 0.0, "k": 1}),
-    ({"kind": "margin", "s": 15.0, "m1": 1.0, "m2": 0.0, "m3": 0.1}, "NormFace",
-     {"class": "CombinedMargin", "s": 15.0, "m1": 1.0, "m2": 0.0, "m3": 0.1, "k": 1}),
-    ({"kind": "subcenter", "s": 15.0, "m1": 1.3, "m2": 0.5, "m3": 0.0, "subcenters": 3}, "SubCenterArcFace",
-     {"class": "CombinedMargin", "s": 15.0, "m1": 1.3, "m2": 0.5, "m3": 0.0, "k": 3}),
-    ({"kind": "subcenter", "s": 15.0, "m1": 1.0, "m2": 0.5, "m3": 0.0, "subcenters": 3}, "ArcFace",
-     {"class": "CombinedMargin", "s": 15.0, "m1": 1.0, "m2": 0.5, "m3": 0.0, "k": 3}),
-    ({"kind": "margin", "s": 15.0, "m1": 1.0, "m2": 0.5, "m3": 0.0}, None,  # a model name no longer known
-     {"class": "CombinedMargin", "s": 15.0, "m1": 1.0, "m2": 0.5, "m3": 0.0, "k": 1}),
+    (old_margin(15.0, 1.0, 0.5, 0.1), "ArcFace", combined(15.0, 1.0, 0.5, 0.1)),
+    (old_margin(9.0, 1.5, 0.2, 0.0), "SphereFace", combined(9.0, 1.5, 0.2, 0.0)),
+    (old_margin(15.0, 1.0, 0.5, 0.2, k=2), "SubCenterArcFace", combined(15.0, 1.0, 0.5, 0.2, k=2)),
+    (old_margin(15.0, 1.0, 0.2, 0.35), "CosFace", combined(15.0, 1.0, 0.2, 0.35)),
+    (old_margin(15.0, 1.2, 0.5, 0.0), "ArcFace", combined(15.0, 1.2, 0.5, 0.0)),
+    (old_margin(15.0, 1.0, 0.0, 0.1), "NormFace", combined(15.0, 1.0, 0.0, 0.1)),
+    (old_margin(15.0, 1.3, 0.5, 0.0, k=3), "SubCenterArcFace", combined(15.0, 1.3, 0.5, 0.0, k=3)),
+    (old_margin(15.0, 1.0, 0.5, 0.0, k=3), "ArcFace", combined(15.0, 1.0, 0.5, 0.0, k=3)),
+    (old_margin(15.0, 1.0, 0.5, 0.0), None, combined(15.0, 1.0, 0.5, 0.0)),  # a model name no longer known
     # margins that fit a named class other than the preset's
-    ({"kind": "margin", "s": 15.0, "m1": 1.0, "m2": 0.2, "m3": 0.0}, "ArcFace",
-     {"class": "ArcFace", "s": 15.0, "m": 0.2}),
-    ({"kind": "margin", "s": 15.0, "m1": 1.0, "m2": 0.0, "m3": 0.0}, "CosFace",
-     {"class": "CosFace", "s": 15.0, "m": 0.0}),
+    (old_margin(15.0, 1.0, 0.2, 0.0), "ArcFace", {"class": "ArcFace", "s": 15.0, "m": 0.2}),
+    (old_margin(15.0, 1.0, 0.0, 0.0), "CosFace", {"class": "CosFace", "s": 15.0, "m": 0.0}),
 ])
 def test_an_old_margin_config_that_is_not_the_presets_form_keeps_its_numbers(old, head_class_name, new):
     assert head_config(old, head_class_name) == new
