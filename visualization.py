@@ -14,7 +14,6 @@ from argparse import BooleanOptionalAction
 
 import imageio.v3 as iio
 import numpy as np
-from tqdm import tqdm
 
 from embedviz import render, run_files
 from embedviz.cli import ArgumentParser, finite_float, non_negative_int, positive
