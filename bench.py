@@ -104,8 +104,9 @@ def train_options(args, out_dir, *options):
 
 
 def part_train_ours(args, *options):
-    """train.py's own epochs, at its defaults: training, embedding the saved points, every metric, saving;
-    the seconds are those train.py records of each epoch (epoch 0, the untrained network, left out)."""
+    """train.py's own epochs, at its defaults; the seconds are those train.py records of each epoch:
+    training, embedding the saved points and every metric, the save left out (and epoch 0, the untrained
+    network)."""
     import contextlib
     import io
 
@@ -116,7 +117,8 @@ def part_train_ours(args, *options):
 
     with tempfile.TemporaryDirectory() as out_dir:
         with contextlib.redirect_stdout(io.StringIO()):
-            train.main(train_options(args, out_dir, *options))
+            if train.main(train_options(args, out_dir, *options)) != 0:
+                raise SystemExit("error: train.py stopped")
         _, _, meta = load_run(out_dir, "vgg8_arcface")
         model = load_model(run_paths(out_dir, "vgg8_arcface")["checkpoint"], args.device)
     n_train = len(load_dataset(args.dataset, args.data_dir, 58).train_labels)  # every class trains
@@ -142,27 +144,17 @@ def part_train_profile(args):
 
     import train
     from embedviz.cuda_graph import GraphedStep
-    from embedviz.datasets import load_dataset
-    from embedviz.devices import choose_precision, hardware, make_deterministic, make_scaler
-    from models import build_model
 
-    device = torch.device("cuda")
-    make_deterministic(device)
-    options = train.parse_args(train_options(args, "unused"))
-    precision = choose_precision("auto", *hardware(device))
-    data = load_dataset(args.dataset, args.data_dir, options.seed)
-    torch.manual_seed(options.seed)
-    model = build_model("vgg8_arcface", num_classes=len(data.class_names)).to(device, memory_format=torch.channels_last)
-    optimizer = torch.optim.Adam(model.parameters(), lr=options.lr, fused=True)
-    scaler = make_scaler(device, precision)
-    step = GraphedStep(train.train_step, options.batch_size, optimizer, scaler)
-    images, targets = data.train_images.to(device), data.train_labels.to(device)
-    generator = torch.Generator().manual_seed(options.seed)
+    with tempfile.TemporaryDirectory() as out_dir:
+        options = train.parse_args(train_options(args, out_dir))
+        run = train.set_up(options)
+    step = GraphedStep(train.train_step, options.batch_size, run.optimizer, run.scaler)
+    points_targets = run.points_targets.to(run.device)
 
     def epoch():
-        loss = train.train_epoch(model, optimizer, scaler, images, targets, precision, options.batch_size, generator,
-                                 step=step)
-        train.evaluate(model, images[:10000], targets[:10000], 4096, precision)
+        loss = train.train_epoch(run.model, run.optimizer, run.scaler, run.train_images, run.train_targets,
+                                 run.precision, options.batch_size, run.generator, step=step)
+        train.evaluate(run.model, run.points_images, points_targets, 4096, run.precision)
         return loss
 
     epoch()  # warm-up and capture
@@ -176,13 +168,13 @@ def part_train_profile(args):
     activities = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
     with torch.profiler.profile(activities=activities) as profile:
         start = time.perf_counter()
-        train.train_epoch(model, optimizer, scaler, images, targets, precision, options.batch_size, generator,
-                          step=step)
+        train.train_epoch(run.model, run.optimizer, run.scaler, run.train_images, run.train_targets, run.precision,
+                          options.batch_size, run.generator, step=step)
         torch.cuda.synchronize()
         seconds = time.perf_counter() - start
     device_seconds = sum(event.self_device_time_total for event in profile.key_averages()
                          if event.device_type == torch.autograd.DeviceType.CUDA) / 1e6
-    n, batch_size = len(targets), options.batch_size
+    n, batch_size = len(run.train_targets), options.batch_size
     steps = -(-n // batch_size) - (n % batch_size == 1)  # a last batch of one image is dropped
     return {"syncs": sum("synchroniz" in str(w.message) for w in caught), "steps": steps,
             "busy": device_seconds / seconds, "graph": step.graph is not None}
@@ -369,7 +361,7 @@ def main(argv=None):
           + ", ".join(f"{gflops:.0f} GFLOP/s {dtype}" for dtype, gflops in r["peak"]["gflops"].items()))
     rows = [
         ("", "seed's way", "ours", "seed / ours"),
-        ("epoch, s (ours: train, embed, measure, save)", f"{seed_epoch:.2f}", f"{ours_epoch:.2f}",
+        ("epoch, s (ours: train, embed, measure)", f"{seed_epoch:.2f}", f"{ours_epoch:.2f}",
          f"{seed_epoch / ours_epoch:.2f}x"),
         ("training images / s", f"{seed_rate:,.0f}", f"{ours_rate:,.0f}", f"{ours_rate / seed_rate:.2f}x faster"),
         ("share of matrix-product peak", f"{seed_rate * flops / 1e9 / r['peak']['gflops']['float32']:.0%}",

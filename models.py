@@ -132,7 +132,7 @@ def load_model(path, device="cpu"):
 
     checkpoint = run_files.load_checkpoint(path, "train a model first: python train.py")
     try:
-        preset = PRESETS[checkpoint["model"]][0].__name__ if checkpoint["model"] in PRESETS else None
+        preset = PRESETS[checkpoint["model"]][0].__name__ if checkpoint.get("model") in PRESETS else None
         head_args = head_config(checkpoint["head"], preset)
         head_class = HEADS[head_args.pop("class")]
         model = VGG8(head_class, head_args, checkpoint["num_classes"], checkpoint["embedding_dim"],

@@ -15,6 +15,7 @@ import math
 import sys
 import time
 from argparse import BooleanOptionalAction
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -31,7 +32,8 @@ from embedviz.sampling import balanced_rows
 from embedviz.stopping import Diverged, Stops
 from embedviz.verification import epoch_metrics
 from losses import AdaCos, CombinedMargin, MagFace, Softmax
-from models import MODEL_NAMES, PRESETS, VGG8, to_input
+from embedviz.old_formats import head_config
+from models import HEADS, MODEL_NAMES, PRESETS, VGG8, to_input
 
 DIVERGENCE_CHECK_STEPS = 50  # training steps between two looks at the loss; each look waits for the device
 MAX_EMBEDDING_DIM = 512  # a face model's size; the embeddings of every epoch are saved
@@ -47,7 +49,7 @@ def parse_args(argv=None):
     p.add_argument("--m1", type=finite_float, help="multiplicative angular margin, cos(m1 theta + m2) - m3")
     p.add_argument("--m2", type=finite_float, help="additive angular margin")
     p.add_argument("--m3", type=finite_float, help="additive cosine margin")
-    p.add_argument("--subcenters", type=positive(int), help="sub-centres per class of vgg8_subcenter (default: 3)")
+    p.add_argument("--subcenters", type=int_from(1, 16), help="sub-centres per class of vgg8_subcenter (default: 3)")
     p.add_argument("--epochs", type=positive(int), default=80, help="training epochs")
     p.add_argument("--batch-size", type=int_from(2), default=128,
                    help="training batch size; BatchNorm needs 2 images a batch at least")
@@ -99,8 +101,10 @@ def parse_args(argv=None):
 
 def head_arguments(args):
     """The head that --model names, as (class, arguments), with the arguments that --scale, --margin,
-    --m1, --m2, --m3 and --subcenters set; --m1, --m2 or --m3 make a head of the margin family the
-    CombinedMargin of its margins. Raises ValueError, naming the option, for one the head does not take."""
+    --m1, --m2, --m3 and --subcenters set. --m1, --m2 or --m3 change a head of the margin family to the
+    margins cos(m1 theta + m2) - m3: it stays the preset's class where they fit its form (ArcFace's m2
+    alone), else it becomes their CombinedMargin. Raises ValueError, naming the option, for one the head
+    does not take, and for a value out of its range."""
     head_class, arguments = PRESETS[args.model]
     given = {option: getattr(args, option) for option in HEAD_OPTIONS if getattr(args, option) is not None}
     if not given:
@@ -111,14 +115,18 @@ def head_arguments(args):
         raise ValueError(f"--margin has no meaning for {args.model}; " + (
             "its margin follows the norm" if head_class is MagFace else
             "set --m1, --m2 or --m3" if head_class is CombinedMargin else "it has no margin"))
-    if given.keys() & {"m1", "m2", "m3"} and issubclass(head_class, CombinedMargin):
-        preset = head_class(2, 2, **arguments)  # its margins, m1, m2 and m3
-        head_class, arguments = CombinedMargin, {name: getattr(preset, name) for name in CombinedMargin.params}
-    unknown = [f"--{option}" for option in given if HEAD_OPTIONS[option] not in head_class.params]
+    unknown = [f"--{option}" for option in given if HEAD_OPTIONS[option] not in head_class.params
+               and not (option in ("m1", "m2", "m3") and issubclass(head_class, CombinedMargin))]
     if unknown:
         raise ValueError(f"{' and '.join(unknown)} cannot be set for {args.model}"
                          + ("; its scale adapts" if head_class is AdaCos and "scale" in given else ""))
-    arguments = {**arguments, **{HEAD_OPTIONS[option]: value for option, value in given.items()}}
+    arguments = {**arguments, **{HEAD_OPTIONS[option]: value for option, value in given.items()
+                                 if option not in ("m1", "m2", "m3")}}
+    if given.keys() & {"m1", "m2", "m3"}:  # the preset's margins in the combined form, then those given
+        head = head_class(2, 2, **arguments)
+        margins = {name: given.get(name, getattr(head, name)) for name in ("m1", "m2", "m3")}
+        config = head_config({"kind": "margin", "s": head.s, **margins, "subcenters": head.k}, head_class.__name__)
+        head_class, arguments = HEADS[config.pop("class")], config
     head_class(2, 2, **arguments)  # the values' ranges, refused now rather than after the data is read
     return head_class, arguments
 
@@ -165,10 +173,7 @@ def train_epoch(model, optimizer, scaler, images, targets, precision, batch_size
     device and read every check_every steps, not at every step, which would make each step wait for
     the device; the last read is the epoch's loss. step: train_step, or its CUDA graph."""
     model.train()
-    order = torch.randperm(len(targets), generator=generator).to(images.device)
-    batches = list(order.split(batch_size))
-    if len(batches[-1]) == 1 and len(batches) > 1:  # BatchNorm cannot train on a single image
-        batches.pop()
+    batches = epoch_batches(len(targets), batch_size, generator, images.device)
     loss_sum, checked = torch.zeros((), device=images.device), 0
     for number, index in enumerate(tqdm(batches, desc=progress, leave=False, unit="batch"), start=1):
         loss_sum += step(model, optimizer, scaler, images[index], targets[index], precision) * len(index)
@@ -178,6 +183,14 @@ def train_epoch(model, optimizer, scaler, images, targets, precision, batch_size
                 raise Diverged(f"steps {checked + 1}-{number}", total)
             checked = number
     return total / sum(len(index) for index in batches)
+
+
+def epoch_batches(n, batch_size, generator, device):
+    """One epoch's batches: the rows 0 to n - 1 shuffled, cut into batch_size rows, on the device."""
+    batches = list(torch.randperm(n, generator=generator).to(device).split(batch_size))
+    if len(batches[-1]) == 1 and len(batches) > 1:  # BatchNorm cannot train on a single image
+        batches.pop()
+    return batches
 
 
 @torch.no_grad()
@@ -222,79 +235,109 @@ def measure(embeddings, correct, targets, labels, splits, head, target_of, seed,
 
 # ---------------------------------------------------------------- main
 
+@dataclass
+class Run:
+    """What a run trains and measures, as set_up makes it before the first epoch."""
+    device: torch.device
+    precision: str                # the convolutions' autocast precision: fp32, bf16 or fp16
+    model: VGG8
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler  # fp16's gradient scaler; a disabled one for the other precisions
+    generator: torch.Generator    # the shuffling's
+    train_images: torch.Tensor    # (N, 28, 28) uint8 images of the trained classes, on the device
+    train_targets: torch.Tensor   # (N,) their targets, on the device
+    points_images: torch.Tensor   # the images whose embeddings are saved every epoch, on the device
+    points_labels: torch.Tensor   # their labels, on the CPU
+    points_targets: torch.Tensor  # their targets (0 for a class held out, whose loss is not used), on the CPU
+    splits: dict                  # the points' row ranges: "train", "val" and, with classes held out, "unseen"
+    target_of: torch.Tensor       # label -> target, -1 for a class that is not trained
+    meta: dict                    # the run's description and history, as the meta file holds it
+
+
+def set_up(args):
+    """The device, the data and the saved points, the model and its optimizer, and the empty record of a
+    run; a bad option or dataset raises the error that stopping.Stops ends in one line."""
+    device = select_device(args.device)
+    make_deterministic(device)
+    precision = choose_precision(args.precision, *hardware(device))
+    head_class, head_args = head_arguments(args)  # refused before the data is read, which can take long
+    run_files.check_writable(args.out_dir)
+    data = load_dataset(args.dataset, args.data_dir, args.seed, warn=lambda line: print(line, file=sys.stderr),
+                        image_size=args.image_size)
+    target_of = torch.arange(len(data.class_names))  # label -> target: the same, unless classes are left out
+    if args.classes or args.unseen_classes:
+        from embedviz import held_out
+
+        data, target_of = held_out.select(data, args.classes, args.unseen_classes)
+    points_images, points_labels, splits = saved_points(data, args.train_points, args.seed, args.unseen_classes)
+    trained = target_of[data.train_labels] >= 0  # no image of a class held out reaches training
+
+    torch.manual_seed(args.seed)
+    model = VGG8(head_class, head_args, int((target_of >= 0).sum()), args.embedding_dim,
+                 1 if data.train_images.dim() == 3 else 3, data.train_images.shape[1])
+    model = model.to(device, memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, fused=True)  # one kernel for all parameters
+    run_files.check_room(args.out_dir, args.model, len(points_labels) * args.embedding_dim * 4, args.epochs + 1,
+                         points_images.numel() + 4 * sum(p.numel() for p in model.parameters()) * 6)
+    meta = {"model": args.model, "dataset": data.name, "dataset_source": data.source,
+            "class_names": data.class_names, "splits": splits, "epochs_completed": 0, "options": vars(args),
+            "device": device.type, "precision": precision, "head": model.head.config(), "history": [],
+            "separation_bound_deg": separation_bound_deg(model.head.num_classes, args.embedding_dim),
+            **({"outlier_deg": outlier_threshold_deg(model.head.num_classes, args.embedding_dim)}
+               if model.head.k > 1 else {}),
+            **({"dataset_details": data.details} if data.details else {})}
+    if args.classes or args.unseen_classes:
+        meta.update(held_out.meta_entries(args.classes, args.unseen_classes, target_of))
+    return Run(device, precision, model, optimizer, make_scaler(device, precision),
+               torch.Generator().manual_seed(args.seed), data.train_images[trained].to(device),
+               target_of[data.train_labels[trained]].to(device), points_images.to(device), points_labels,
+               target_of[points_labels].clamp(min=0), splits, target_of, meta)
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
     with Stops(argv, args.out_dir) as stops:  # a signal or a fault ends the run in one line, every saved epoch kept
-        device = select_device(args.device)
-        make_deterministic(device)
-        precision = choose_precision(args.precision, *hardware(device))
-        head_class, head_args = head_arguments(args)  # refused before the data is read, which can take long
-        run_files.check_writable(args.out_dir)
-        data = load_dataset(args.dataset, args.data_dir, args.seed, warn=lambda line: print(line, file=sys.stderr),
-                            image_size=args.image_size)
-        target_of = torch.arange(len(data.class_names))  # label -> target: the same, unless classes are left out
-        if args.classes or args.unseen_classes:
-            from embedviz import held_out
-
-            data, target_of = held_out.select(data, args.classes, args.unseen_classes)
-        points_images, points_labels, splits = saved_points(data, args.train_points, args.seed, args.unseen_classes)
-        points_targets = target_of[points_labels].clamp(min=0)  # an unseen class's 0 is never used
-        trained = target_of[data.train_labels] >= 0  # no image of a class held out reaches training
-        train_images, train_targets = data.train_images[trained].to(device), target_of[data.train_labels[trained]]
-
-        torch.manual_seed(args.seed)
-        model = VGG8(head_class, head_args, int((target_of >= 0).sum()), args.embedding_dim,
-                     1 if data.train_images.dim() == 3 else 3, data.train_images.shape[1])
-        model = model.to(device, memory_format=torch.channels_last)
-        optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, fused=True)  # one kernel for all parameters
-        scaler = make_scaler(device, precision)
-        generator = torch.Generator().manual_seed(args.seed)  # the shuffling's
-        run_files.check_room(args.out_dir, args.model, len(points_labels) * args.embedding_dim * 4, args.epochs + 1,
-                             points_images.numel() + 4 * sum(p.numel() for p in model.parameters()) * 6)
-        meta = {"model": args.model, "dataset": data.name, "dataset_source": data.source,
-                "class_names": data.class_names, "splits": splits, "epochs_completed": 0, "options": vars(args),
-                "device": device.type, "precision": precision, "head": model.head.config(), "history": [],
-                "separation_bound_deg": separation_bound_deg(model.head.num_classes, args.embedding_dim),
-                **({"outlier_deg": outlier_threshold_deg(model.head.num_classes, args.embedding_dim)}
-                   if model.head.k > 1 else {}),
-                **({"dataset_details": data.details} if data.details else {})}
-        if args.classes or args.unseen_classes:
-            meta.update(held_out.meta_entries(args.classes, args.unseen_classes, target_of))
+        run = set_up(args)
+        model, optimizer, device, meta, splits = run.model, run.optimizer, run.device, run.meta, run.splits
         first_epoch, best_val_loss = 0, math.inf
         if args.resume:  # the stopped run's last epoch, refused where it was made otherwise
             from embedviz.resume import restore
 
-            first_epoch, best_val_loss, precision, scaler = restore(args, meta, model, optimizer, generator, device,
-                                                                    precision, points_labels)
+            first_epoch, best_val_loss, run.precision, run.scaler = restore(
+                args, meta, model, optimizer, run.generator, device, run.precision, run.points_labels)
+            stops.last_saved = first_epoch - 1
         step = train_step
         if device.type == "cuda" and args.cuda_graphs:
             from embedviz.cuda_graph import GraphedStep
 
-            step = GraphedStep(train_step, args.batch_size, optimizer, scaler)
-        points_images, train_targets = points_images.to(device), train_targets.to(device)
-        print_header(args, meta, len(train_targets), device, precision, first_epoch, model.head)
+            step = GraphedStep(train_step, args.batch_size, optimizer, run.scaler)
+        print_header(args, meta, len(run.train_targets), device, run.precision, first_epoch, model.head)
+        points_targets = run.points_targets.to(device)
 
         for epoch in range(first_epoch, args.epochs + 1):
             stops.epoch, start, train_loss = epoch, time.perf_counter(), None
             if epoch > 0:
-                train_loss = train_epoch(model, optimizer, scaler, train_images, train_targets, precision,
-                                         args.batch_size, generator, f"epoch {epoch}/{args.epochs}", step)
+                train_loss = train_epoch(model, optimizer, run.scaler, run.train_images, run.train_targets,
+                                         run.precision, args.batch_size, run.generator, f"epoch {epoch}/{args.epochs}",
+                                         step)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)  # the training's seconds, not the time to queue it
             train_seconds = time.perf_counter() - start
-            embeddings, losses, correct = evaluate(model, points_images, points_targets.to(device),
-                                                   args.eval_batch_size or EVAL_BATCH_SIZE[device.type], precision)
+            embeddings, losses, correct = evaluate(model, run.points_images, points_targets,
+                                                   args.eval_batch_size or EVAL_BATCH_SIZE[device.type], run.precision)
             frame, losses, correct = embeddings.cpu().numpy(), losses.cpu(), correct.cpu()
             val = slice(*splits["val"])
             val_loss, val_accuracy = losses[val].mean().item(), correct[val].float().mean().item()  # seen classes
             if not (math.isfinite(val_loss) and np.isfinite(frame).all()):  # keep the last good files
                 raise Diverged("in the evaluation after it", val_loss)
             entry = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "val_accuracy": val_accuracy,
-                     **measure(frame, correct.numpy(), points_targets.numpy(), points_labels.numpy(), splits,
-                               model.head, target_of, args.seed, meta, embeddings if device.type == "cuda" else None)}
-            if model.head.state():
-                entry["head_state"] = model.head.state()
+                     **measure(frame, correct.numpy(), run.points_targets.numpy(), run.points_labels.numpy(), splits,
+                               model.head, run.target_of, args.seed, meta,
+                               embeddings if device.type == "cuda" else None)}
+            head_state = model.head.state()
+            if head_state:
+                entry["head_state"] = head_state
             entry.update(seconds=time.perf_counter() - start, train_seconds=train_seconds)
 
             with stops.saving():  # a signal waits for the save; a failed write ends the run in one line
@@ -304,12 +347,12 @@ def main(argv=None):
                 if epoch > 0 and val_loss < best_val_loss:
                     best_val_loss = val_loss
                     run_files.save_checkpoint(args.out_dir, args.model, "checkpoint", network)
-                run_files.save_images(args.out_dir, args.model, lambda: points_images.cpu().numpy(),
+                run_files.save_images(args.out_dir, args.model, lambda: run.points_images.cpu().numpy(),
                                       replace=epoch == 0)
-                run_files.save_run(args.out_dir, args.model, frame, epoch, points_labels.numpy(), meta,
-                                   resume_state=resume_state(network, optimizer, scaler, generator, device, meta,
-                                                             best_val_loss, precision))
-            stops.last_saved = epoch
+                run_files.save_run(args.out_dir, args.model, frame, epoch, run.points_labels.numpy(), meta,
+                                   resume_state=resume_state(network, optimizer, run.scaler, run.generator, device,
+                                                             meta, best_val_loss, run.precision))
+                stops.last_saved = epoch  # before a signal held during the save is raised
             print_row(entry)
         paths = run_files.run_paths(args.out_dir, args.model)
         print(f"wrote {paths['embeddings']}, {paths['labels']}, {paths['meta']}, {paths['checkpoint']}")

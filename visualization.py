@@ -80,7 +80,8 @@ class Run:
         self.history = meta["history"][:len(embeddings)]
         self.weights = [entry.get("class_weights") for entry in self.history]  # per class, None for Softmax
         self.subcenters, self.drawn, self.view = [None] * len(self.history), embeddings, ""
-        if self.dim > 3 or "outlier_deg" in meta:  # a view of the principal directions; Sub-center ArcFace's stars
+        if self.dim > 3 or any("subcenters" in entry for entry in self.history):  # a view of the principal
+            # directions; Sub-center ArcFace's other sub-centres
             from embedviz.projection import fixed_view
 
             self.drawn, self.weights, self.subcenters, self.view = fixed_view(embeddings, meta, self.weights, space)

@@ -21,8 +21,9 @@ class GraphedStep:
     returns what step(...) returns, the batch's loss on the device; step is train.train_step.
 
     Batches of batch_size replay a graph captured after WARMUP_STEPS eager steps of that size (on a
-    side stream, as CUDA graphs ask); the batch is copied into the graph's input tensors, the one thing
-    queued outside it. Other sizes (the last, partial batch) run eagerly. fp16's gradient scaler steps
+    side stream, as CUDA graphs ask); the batch (gathered by train_epoch) is copied into the graph's
+    input tensors, and the loss returned is the graph's own tensor, which the next replay overwrites:
+    train_epoch adds it up at once. Other sizes (the last, partial batch) run eagerly. fp16's gradient scaler steps
     the optimizer outside the graph: whether it skips a step is decided on the device, but its
     bookkeeping is Python's. Capture happens at the first full batch after the warm-up, so after a
     resume has loaded its state; the learning rate is fixed from then on. A capture that fails raises

@@ -7,9 +7,7 @@ import sys
 
 from tqdm import tqdm
 
-from embedviz import render
-
-from embedviz.render import MAX_GIF_FPS, SUFFIX
+from embedviz.render import MAX_GIF_FPS, SPLIT_TITLES, SUFFIX
 
 
 def draw(args, runs, splits):
@@ -32,7 +30,7 @@ def write_pages(args, runs, splits):
     pages = [(run, split) for run in runs if run.dim >= 3 for split in splits]
     written = []
     for run, split in tqdm(pages, desc="interactive pages", unit="page", leave=False):
-        name = f"{run.model}_{render.SPLIT_TITLES[split]}_Embeddings{SUFFIX[args.space]}.html"
+        name = f"{run.model}_{SPLIT_TITLES[split]}_Embeddings{SUFFIX[args.space]}.html"
         path = os.path.join(args.out_dir, name)
         meta = {**run.meta, "history": [{**entry, "class_weights": weights}  # the weights in the view
                                          for entry, weights in zip(run.history, run.weights)]}

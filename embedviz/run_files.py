@@ -142,7 +142,9 @@ def save_checkpoint(out_dir, model_name, kind, checkpoint):
 
 def on_cpu(state):
     """Tensors copied to the CPU, in dicts, lists and tuples alike."""
-    if hasattr(state, "cpu"):
+    import torch
+
+    if isinstance(state, torch.Tensor):
         return state.cpu()
     if isinstance(state, dict):
         return {key: on_cpu(value) for key, value in state.items()}

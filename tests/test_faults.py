@@ -122,6 +122,27 @@ def test_signal_stops_at_once_keeps_the_epochs_and_says_how_to_resume(tiny_mnist
     assert load_run(str(tmp_path), "vgg8_arcface")[2]["epochs_completed"] == 3
 
 
+def test_a_resumed_run_stopped_by_a_signal_names_the_epochs_saved_before_it(tiny_mnist, tmp_path, monkeypatch):
+    assert run(TRAIN, *tiny_args(tiny_mnist, tmp_path, "--epochs", "1")).returncode == 0
+    on_epoch(monkeypatch, 1, lambda: os.kill(os.getpid(), signal.SIGINT))  # the resumed run's first: epoch 2
+    result = run(TRAIN, *tiny_args(tiny_mnist, tmp_path, "--epochs", "3", "--resume"))
+    assert_clean_error(result, f"stopped by SIGINT during epoch 2; epochs 0-1 were saved in {tmp_path}", code=130)
+
+
+def test_a_signal_during_a_save_names_the_epoch_that_save_completed(tiny_mnist, tmp_path, monkeypatch):
+    save_run = run_files.save_run
+
+    def interrupted_save(out_dir, model_name, frame, epoch, *args, **kwargs):
+        if epoch == 1:
+            os.kill(os.getpid(), signal.SIGINT)  # held until the save is complete
+        return save_run(out_dir, model_name, frame, epoch, *args, **kwargs)
+
+    monkeypatch.setattr(run_files, "save_run", interrupted_save)
+    result = run(TRAIN, *tiny_args(tiny_mnist, tmp_path, "--epochs", "3"))
+    assert_clean_error(result, f"stopped by SIGINT during epoch 1; epochs 0-1 were saved in {tmp_path}", code=130)
+    assert load_run(str(tmp_path), "vgg8_arcface")[2]["epochs_completed"] == 1
+
+
 @pytest.mark.parametrize("signum,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_signal_while_the_dataset_loads_stops_in_one_line(tiny_mnist, tmp_path, monkeypatch, signum, code):
     def load_until_stopped(*args, **kwargs):  # the user presses Ctrl-C during a long download

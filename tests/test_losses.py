@@ -225,16 +225,21 @@ def test_m1_m2_m3_make_a_margin_preset_the_combined_margin_of_its_margins_and_th
     torch.testing.assert_close(head(points, labels), expected_logits, atol=ATOL, rtol=0)
 
 
-def test_a_combined_margin_of_the_presets_own_margin_is_the_preset():
+def test_a_presets_own_margin_given_as_m1_m2_or_m3_keeps_the_presets_class():
+    """--m2 on ArcFace is its m: the head stays ArcFace; the same margins as CombinedMargin compute the same."""
     weights, points = unit_weights_and_points(ANGLES)
     labels = torch.zeros(len(ANGLES), dtype=torch.long)
-    for name, option, value in [("vgg8_arcface", "--m2", "0.5"), ("vgg8_cosface", "--m3", "0.35"),
-                                ("vgg8_sphereface", "--m1", "1.5"), ("vgg8_normface", "--m1", "1")]:
+    for name, option, value, margins in [("vgg8_arcface", "--m2", "0.5", (1.0, 0.5, 0.0)),
+                                         ("vgg8_cosface", "--m3", "0.35", (1.0, 0.0, 0.35)),
+                                         ("vgg8_sphereface", "--m1", "1.5", (1.5, 0.0, 0.0)),
+                                         ("vgg8_normface", "--m1", "1", (1.0, 0.0, 0.0))]:
         head_class, arguments = head_arguments("--model", name, option, value)
-        combined = with_weights(head_class(3, 4, **arguments), weights)
+        assert (head_class, arguments) == PRESETS[name], name
         preset = with_weights(preset_head(name), weights)
-        assert head_class is CombinedMargin and type(preset) is not CombinedMargin
+        combined = with_weights(CombinedMargin(3, 4, 15.0, *margins), weights)
         torch.testing.assert_close(combined(points, labels), preset(points, labels), atol=0, rtol=0)
+    head_class, arguments = head_arguments("--model", "vgg8_arcface", "--m2", "0.3")
+    assert head_class is ArcFace and arguments == {"s": 15.0, "m": 0.3}
 
 
 @pytest.mark.parametrize("argv,message", [
@@ -259,7 +264,7 @@ def test_overrides_a_head_does_not_take_are_refused_naming_the_option(argv, mess
 
 
 def test_sub_centres_out_of_range_are_refused_before_the_data_is_read():
-    with pytest.raises(ValueError, match="k, the sub-centres a class, must be an integer from 1 to 16"):
+    with pytest.raises(SystemExit):  # by the option's type: "--subcenters: must be from 1 to 16, got 17"
         head_arguments("--model", "vgg8_subcenter", "--subcenters", "17")
     for k in (0, 2.0):
         with pytest.raises(ValueError, match="k, the sub-centres a class, must be an integer from 1 to 16"):
