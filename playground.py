@@ -1,0 +1,64 @@
+"""A margin playground in the browser: train live, move m and s and watch the caps answer, see the
+target logit against the angle, and draw a digit to see where it lands.
+
+    python playground.py                      # http://127.0.0.1:8050, ArcFace on mnist-sample, training
+    python playground.py --port 8051 --data-dir data
+
+Open the address it prints; the settings live in the page address (?head=arcface&m=0.5&s=15&dim=3,
+&controls=off for a lecture). Space plays and pauses. Ctrl-C stops it.
+"""
+
+import socket
+import sys
+
+from embedviz.cli import ArgumentParser, int_from
+
+
+def parse_args(argv=None):
+    p = ArgumentParser(prog="playground.py", description=__doc__)
+    p.add_argument("--host", default="127.0.0.1",
+                   help="the address to listen on; another than 127.0.0.1 lets anyone on that network use it")
+    p.add_argument("--port", type=int_from(0, 65535), default=8050, help="the port to listen on; 0: any free one")
+    p.add_argument("--data-dir", default="data", help="where the datasets are, as train.py's --data-dir")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="as train.py's")
+    return p.parse_args(argv)
+
+
+def main(argv=None, ready=None):
+    """ready(server): called once the server listens (the tests use it to find the port and stop it)."""
+    args = parse_args(argv)
+    from werkzeug.serving import make_server
+
+    from embedviz.live import LiveTraining
+    from embedviz.playground_page import PRESET, build_app, training_settings
+
+    live = LiveTraining(training_settings({**PRESET, "device": args.device}), args.data_dir, PRESET["speed"])
+    app = build_app(live)
+    try:  # the socket made here, so that a port in use ends in one line (werkzeug would print its own)
+        listening = socket.create_server((args.host, args.port), family=socket.AF_INET6 if ":" in args.host
+                                         else socket.AF_INET)
+    except OSError as error:
+        live.close()
+        raise SystemExit(f"error: cannot listen on {args.host}:{args.port} ({error.strerror or error}); "
+                         "choose another --port") from None
+    port = listening.getsockname()[1]
+    server = make_server(args.host, port, app.server, threaded=True, fd=listening.fileno())
+    print(f"the playground is at http://{args.host}:{port}/ (Ctrl-C stops it)", flush=True)
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"warning: listening on {args.host}: anyone who can reach this machine there can use it",
+              file=sys.stderr)
+    if ready is not None:
+        ready(server)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        print("stopped", file=sys.stderr)
+    finally:
+        server.server_close()
+        listening.close()
+        live.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""The playground in headless Chromium: started in the test's process on a free port, on mnist-sample;
+it trains, keeps the camera the user turned, embeds a drawn digit, restarts when m changes, says what
+is wrong with a bad address, and asks for nothing beyond 127.0.0.1. A module of its own: its app
+trains in a thread until the module's tests end, and no other test may share the process's random
+state with it meanwhile."""
+
+import json
+import threading
+import time
+
+import pytest
+
+import playground
+
+
+@pytest.fixture(scope="module")
+def app_address():
+    """The playground, started in this process on a free port; stopped, its port freed, at the end."""
+    servers = []
+    thread = threading.Thread(target=playground.main, args=(["--port", "0", "--device", "cpu"], servers.append),
+                              daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not servers and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert servers, "the playground did not start"
+    yield f"http://127.0.0.1:{servers[0].port}/"
+    servers[0].shutdown()
+    thread.join(timeout=30)
+    assert not thread.is_alive(), "the training thread or the server did not stop"
+
+
+@pytest.fixture(scope="module")
+def chrome():
+    from test_interactive import CHROME_FLAGS, CHROMEDRIVER, CHROMIUM
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    for flag in CHROME_FLAGS:
+        options.add_argument(flag)
+    options.add_argument("--window-size=1500,1000")
+    options.binary_location = CHROMIUM
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    yield driver
+    driver.quit()
+
+
+def wait_for(condition, timeout, message):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.1)
+    pytest.fail(message)
+
+
+SPHERE = "document.querySelector('#sphere .js-plotly-plot')"
+
+
+@pytest.mark.xdist_group("browser")
+def test_the_playground_trains_keeps_the_camera_embeds_a_drawing_and_stays_local(app_address, chrome):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    chrome.get(app_address)
+    first_x = (f"const g = {SPHERE}; const t = g && g.data && g.data[0]; "
+               "return t && t.x && t.x.length ? t.x[0] : null;")
+    before = wait_for(lambda: chrome.execute_script(first_x), 60, "no points on the sphere")
+    wait_for(lambda: chrome.execute_script(first_x) != before, 30, "the points do not move: no training")
+    assert "epoch" in chrome.find_element(By.ID, "status").text
+
+    camera = {"eye": {"x": 0.3, "y": -2.0, "z": 0.4}, "up": {"x": 0, "y": 0, "z": 1}, "center": {"x": 0, "y": 0, "z": 0}}
+    chrome.execute_script(f"Plotly.relayout({SPHERE}, {{'scene.camera': {json.dumps(camera)}}});")  # as a user turns it
+    moved = chrome.execute_script(first_x)
+    wait_for(lambda: chrome.execute_script(first_x) != moved, 30, "no update after turning the camera")
+    moved = chrome.execute_script(first_x)
+    wait_for(lambda: chrome.execute_script(first_x) != moved, 30, "no second update after turning the camera")
+    eye = chrome.execute_script(f"return {SPHERE}._fullLayout.scene.camera.eye;")
+    assert eye == pytest.approx(camera["eye"], abs=1e-6), eye
+
+    canvas = chrome.find_element(By.CSS_SELECTOR, "#canvas .nsewdrag")  # draw a 1: a stroke down the middle
+    ActionChains(chrome).move_to_element_with_offset(canvas, 0, -60).click_and_hold() \
+        .move_by_offset(2, 40).move_by_offset(2, 40).move_by_offset(0, 30).release().perform()
+    text = wait_for(lambda: chrome.find_element(By.ID, "digit-text").text, 20, "the drawing was not embedded")
+    assert text.startswith("nearest class: ") and "angle to each class weight" in text
+    digit = wait_for(lambda: chrome.execute_script(f"const t = {SPHERE}.data[11]; return t.x && t.x.length ? t : null;"),
+                     10, "the drawn digit's point is not on the sphere")
+    assert digit["name"] == "your digit" and len(digit["x"]) == 1
+    assert chrome.execute_script("return document.querySelector('#digit-logits .js-plotly-plot').data.length;") == 2
+
+    requests = [json.loads(entry["message"])["message"] for entry in chrome.get_log("performance")]
+    urls = {m["params"]["request"]["url"] for m in requests if m["method"] == "Network.requestWillBeSent"}
+    assert urls and all(url.startswith("http://127.0.0.1:") or url.startswith("data:") for url in urls), urls
+    severe = [entry for entry in chrome.get_log("browser") if entry["level"] == "SEVERE"]
+    assert severe == [], severe
+
+
+@pytest.mark.xdist_group("browser")
+def test_a_changed_margin_restarts_the_run_and_bad_addresses_say_so(app_address, chrome):
+    chrome.get(app_address + "?head=arcface&m=0.5&s=15&dim=3")
+    logit = ("const g = document.querySelector('#logit .js-plotly-plot'); "
+             "return g && g.data && g.data[1] ? g.data[1].y[200] : null;")
+    at_100 = wait_for(lambda: chrome.execute_script(logit), 60, "no target logit drawn")
+    status = "const s = document.getElementById('status'); return s ? s.innerText : '';"
+    wait_for(lambda: "epoch" in chrome.execute_script(status), 60, "not training")
+    chrome.get(app_address + "?head=arcface&m=0.2&s=15&dim=3")  # m changed: the curve and the run
+    wait_for(lambda: (v := chrome.execute_script(logit)) is not None and abs(v - at_100) > 1e-6, 30,
+             "the target logit did not change with m")
+    assert "m=0.2" in chrome.current_url
+    chrome.get(app_address + "?m=abc&s=-1&head=nope&dim=100")
+    note = wait_for(lambda: chrome.execute_script("const n = document.getElementById('note'); return n && n.innerText;"),
+                    30, "no note for the bad address")
+    for fragment in ("m='abc'", "s='-1'", "head='nope'", "dim='100'"):
+        assert fragment in note, note
+    chrome.get(app_address + "?controls=off")
+    hidden = "const c = document.getElementById('controls'); return !!c && c.style.display === 'none';"
+    wait_for(lambda: chrome.execute_script(hidden), 30, "controls=off shows the controls")
