@@ -21,6 +21,9 @@ def parse_args(argv=None):
     p.add_argument("--port", type=int_from(0, 65535), default=8050, help="the port to listen on; 0: any free one")
     p.add_argument("--data-dir", default="data", help="where the datasets are, as train.py's --data-dir")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="as train.py's")
+    p.add_argument("--run", metavar="OUT_DIR",
+                   help="show the run that train.py wrote (or is writing) in OUT_DIR, at any epoch, instead of training")
+    p.add_argument("--model", default="vgg8_arcface", help="with --run: the run's model, as train.py --model")
     return p.parse_args(argv)
 
 
@@ -32,8 +35,17 @@ def main(argv=None, ready=None):
     from embedviz.live import LiveTraining
     from embedviz.playground_page import PRESET, build_app, training_settings
 
-    live = LiveTraining(training_settings({**PRESET, "device": args.device}), args.data_dir, PRESET["speed"])
-    app = build_app(live)
+    if args.run:
+        from embedviz.followed_run import FollowedRun
+        from embedviz.run_files import RunFileError
+
+        try:
+            live = FollowedRun(args.run, args.model)
+        except (OSError, RunFileError) as error:
+            raise SystemExit(f"error: {error}") from None
+    else:
+        live = LiveTraining(training_settings({**PRESET, "device": args.device}), args.data_dir, PRESET["speed"])
+    app = build_app(live, follow=bool(args.run))
     try:  # the socket made here, so that a port in use ends in one line (werkzeug would print its own)
         listening = socket.create_server((args.host, args.port), family=socket.AF_INET6 if ":" in args.host
                                          else socket.AF_INET)

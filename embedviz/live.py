@@ -86,7 +86,8 @@ class LiveTraining:
             self.thread.join()
             self.thread = None
 
-    def latest(self):
+    def latest(self, epoch=None):
+        """The last snapshot (epoch: for FollowedRun's interface; training shows the present)."""
         with self.lock:
             return self.snapshot
 

@@ -214,8 +214,9 @@ def canvas_figure():
 
 # ---------------------------------------------------------------- the app
 
-def build_app(live):
-    """The Dash app around one LiveTraining."""
+def build_app(live, follow=False):
+    """The Dash app around one LiveTraining, or around a FollowedRun (follow: the run's epochs on a slider,
+    no training controls)."""
     app = Dash(__name__, title="Margin playground", serve_locally=True, update_title=None,
                assets_folder=os.path.join(os.path.dirname(__file__), "playground_assets"))
     control = {"marginBottom": "10px"}
@@ -225,12 +226,15 @@ def build_app(live):
         dcc.Store(id="shown", data={"version": -1, "run": -1}),
         html.Div(id="note", style={"color": "#a00", "minHeight": "1em"}),
         html.Div(style={"display": "flex", "gap": "12px", "alignItems": "center"}, children=[
-            html.Button("pause", id="play", n_clicks=0, style={"fontSize": "18px", "width": "90px"}),
-            html.Button("one step", id="step", n_clicks=0),
-            html.Button("reset", id="reset", n_clicks=0),
+            html.Div(style={"display": "none" if follow else "flex", "gap": "12px"}, children=[
+                html.Button("pause", id="play", n_clicks=0, style={"fontSize": "18px", "width": "90px"}),
+                html.Button("one step", id="step", n_clicks=0),
+                html.Button("reset", id="reset", n_clicks=0)]),
             html.Button("reset view", id="reset-view", n_clicks=0),
             html.Span(id="status"),
         ]),
+        html.Div(style={"display": "block" if follow else "none", "width": "600px"}, children=[
+            html.Label("epoch"), dcc.Slider(0, 1, 1, value=None, id="epoch", marks=None, tooltip=TOOLTIP)]),
         html.Div(style={"display": "flex", "gap": "12px"}, children=[
             html.Div(id="controls", style={"width": "230px", "flexShrink": 0}, children=[
                 html.Label("head"), dcc.Dropdown(HEADS, PRESET["head"], id="head", clearable=False, style=control),
@@ -280,9 +284,9 @@ def build_app(live):
         if not from_url:
             raw["unseen"] = raw.get("unseen") or ""
         settings, notes = parse_settings(raw)
-        controls = parse_qs((search or "").lstrip("?")).get("controls", ["on"])[-1] != "off"
-        wanted = {**training_settings(settings), "device": live.settings["device"]}
-        if wanted != live.settings:
+        controls = parse_qs((search or "").lstrip("?")).get("controls", ["on"])[-1] != "off" and not follow
+        wanted = {**training_settings(settings), "device": live.settings.get("device")}
+        if wanted != live.settings and not follow:
             live.reset(wanted)
         live.steps_per_update = settings["speed"]
         shown_values = [" ".join(map(str, settings[name])) if name == "unseen" else settings[name] for name in names]
@@ -301,17 +305,21 @@ def build_app(live):
         return "pause" if live.playing else "play"
 
     @app.callback(Output("sphere", "figure"), Output("logit", "figure"), Output("curves", "figure"),
-                  Output("status", "children"), Output("shown", "data"),
-                  Input("tick", "n_intervals"), Input("reset-view", "n_clicks"), State("shown", "data"))
-    def tick(_, reset_view, shown):
-        """What changed since the page last drew: a whole figure after a reset, else the points alone."""
-        snapshot = live.latest()
+                  Output("status", "children"), Output("shown", "data"), Output("epoch", "max"),
+                  Output("epoch", "value"), Input("tick", "n_intervals"), Input("reset-view", "n_clicks"),
+                  Input("epoch", "value"), State("shown", "data"), State("epoch", "max"))
+    def tick(_, reset_view, epoch, shown, last):
+        """What changed since the page last drew: a whole figure after a reset, else the points alone. A
+        followed run's slider follows its newest epoch while it stands at the last."""
+        following = follow and (epoch is None or epoch >= last)
+        snapshot = live.latest(None if following else epoch)
+        slider = (snapshot.epoch, snapshot.epoch) if follow and following and snapshot else (no_update, no_update)
         if snapshot is None or snapshot.version == shown["version"]:
-            return no_update, no_update, no_update, no_update, no_update
+            return no_update, no_update, no_update, no_update, no_update, *slider
         settings = snapshot.settings
         seen = {"version": snapshot.version, "run": snapshot.run}
         if snapshot.note:
-            return no_update, no_update, no_update, snapshot.note, seen
+            return no_update, no_update, no_update, snapshot.note, seen, *slider
         dim = snapshot.points.shape[1]
         fresh = shown["run"] != snapshot.run or ctx.triggered_id == "reset-view"
         sphere = sphere_figure(snapshot.class_names, dim, settings["unseen"]) if fresh else Patch()
@@ -334,9 +342,10 @@ def build_app(live):
                 else:
                     sphere["data"][len(snapshot.class_names)][axis] = values
         logit = target_logit_figure(settings, snapshot.target_angles)
-        status = (f"epoch {snapshot.epoch}, step {snapshot.step}/{snapshot.steps_per_epoch}; "
+        status = (f"{live.model_name}, epoch {snapshot.epoch} of {live.epochs}" if follow else
+                  f"epoch {snapshot.epoch}, step {snapshot.step}/{snapshot.steps_per_epoch}; "
                   f"{snapshot.images_per_second:,.0f} images/s" + ("" if live.playing else "; paused"))
-        return sphere, logit, curves_figure(snapshot.curves), status, seen
+        return sphere, logit, curves_figure(snapshot.curves), status, seen, *slider
 
     @app.callback(Output("logit", "figure", allow_duplicate=True), Input("m", "drag_value"), Input("s", "drag_value"),
                   State("head", "value"), prevent_initial_call=True)

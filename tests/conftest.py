@@ -1,6 +1,8 @@
 import contextlib
 import io
 import os
+import tempfile
+import time
 
 if os.environ.get("PYTEST_XDIST_WORKER"):  # the suite's processes share the cores: one thread each, and for
     os.environ["OMP_NUM_THREADS"] = "1"  # the scripts they start; set before numpy and torch read it
@@ -112,3 +114,49 @@ def pytest_collection_modifyitems(items):
     """The modules whose tests share their runs and stay in one process (xdist_group) go first: they
     are the longest units of work, and the other tests then fill the other processes around them."""
     items.sort(key=lambda item: item.get_closest_marker("xdist_group") is None)
+
+
+# ---------------------------------------------------------------- a browser, for the pages and the playground
+
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+CHROME_FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                "--disable-dev-shm-usage", "--no-first-run", "--disable-component-update", "--disable-sync",
+                "--enable-unsafe-swiftshader",  # WebGL in software: the automatic fallback is deprecated
+                "--window-size=1500,1000"]
+
+
+@pytest.fixture(scope="module")
+def chrome():
+    """One headless Chromium for the module's browser tests, which run in one process."""
+    missing = [path for path in (CHROMIUM, CHROMEDRIVER) if not os.path.exists(path)]
+    if missing:
+        pytest.fail(f"{' and '.join(missing)} missing: the browser test needs Debian's chromium and "
+                    "chromium-driver (apt-get install chromium chromium-driver)")
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        pytest.fail("the browser test needs selenium (pip install selenium)")
+    options = webdriver.ChromeOptions()
+    for flag in CHROME_FLAGS:
+        options.add_argument(flag)
+    profile = tempfile.TemporaryDirectory(prefix="chromium-profile-")
+    options.add_argument(f"--user-data-dir={profile.name}")
+    options.binary_location = CHROMIUM
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})  # requests: the playground
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        profile.cleanup()
+
+
+def wait_for(condition, timeout, message):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    pytest.fail(message)

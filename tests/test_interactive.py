@@ -4,23 +4,16 @@ import base64
 import io
 import os
 import re
-import tempfile
-import time
 
 import numpy as np
 import pytest
 from matplotlib.colors import to_hex
 from PIL import Image
 
+from conftest import wait_for
 from embedviz.interactive import build_figure, write_html
 from embedviz.render import class_colors
 from embedviz.sampling import balanced_rows
-
-CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
-CHROME_FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                "--disable-dev-shm-usage", "--no-first-run", "--disable-component-update", "--disable-sync",
-                "--enable-unsafe-swiftshader",  # WebGL in software: the automatic fallback is deprecated
-                "--window-size=1000,800"]
 
 
 def make_run(n_frames=4, n_train=40, n_val=30, class_names=("zero", "one", "two"), weights=False, seed=0):
@@ -193,43 +186,6 @@ def test_page_is_self_contained_and_small(tmp_path):
 
 
 # ---------------------------------------------------------------- in a browser
-
-@pytest.fixture(scope="module")
-def chrome():
-    """One headless Chromium for the module's browser tests, which run in one process."""
-    missing = [path for path in (CHROMIUM, CHROMEDRIVER) if not os.path.exists(path)]
-    if missing:
-        pytest.fail(f"{' and '.join(missing)} missing: the browser test needs Debian's chromium and "
-                    "chromium-driver (apt-get install chromium chromium-driver)")
-    try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-    except ImportError:
-        pytest.fail("the browser test needs selenium (pip install selenium)")
-    options = webdriver.ChromeOptions()
-    for flag in CHROME_FLAGS:
-        options.add_argument(flag)
-    profile = tempfile.TemporaryDirectory(prefix="chromium-profile-")
-    options.add_argument(f"--user-data-dir={profile.name}")
-    options.binary_location = CHROMIUM
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    try:
-        yield driver
-    finally:
-        driver.quit()
-        profile.cleanup()
-
-
-def wait_for(condition, timeout, message):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    pytest.fail(message)
-
 
 @pytest.mark.xdist_group("browser")
 def test_page_plays_in_a_browser_and_the_slider_moves_the_points(chrome, tmp_path):
