@@ -21,6 +21,7 @@ def parse_args(argv=None):
     p.add_argument("--port", type=int_from(0, 65535), default=8050, help="the port to listen on; 0: any free one")
     p.add_argument("--data-dir", default="data", help="where the datasets are, as train.py's --data-dir")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="as train.py's")
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"), help="as train.py's")
     p.add_argument("--run", metavar="OUT_DIR",
                    help="show the run that train.py wrote (or is writing) in OUT_DIR, at any epoch, instead of training")
     p.add_argument("--model", default="vgg8_arcface", help="with --run: the run's model, as train.py --model")
@@ -30,6 +31,8 @@ def parse_args(argv=None):
 def main(argv=None, ready=None):
     """ready(server): called once the server listens (the tests use it to find the port and stop it)."""
     args = parse_args(argv)
+    import logging
+
     from werkzeug.serving import make_server
 
     from embedviz.live import LiveTraining
@@ -44,7 +47,8 @@ def main(argv=None, ready=None):
         except (OSError, RunFileError) as error:
             raise SystemExit(f"error: {error}") from None
     else:
-        live = LiveTraining(training_settings({**PRESET, "device": args.device}), args.data_dir, PRESET["speed"])
+        live = LiveTraining(training_settings({**PRESET, "device": args.device, "precision": args.precision}),
+                            args.data_dir, PRESET["speed"])
     app = build_app(live, follow=bool(args.run))
     try:  # the socket made here, so that a port in use ends in one line (werkzeug would print its own)
         listening = socket.create_server((args.host, args.port), family=socket.AF_INET6 if ":" in args.host
@@ -53,6 +57,7 @@ def main(argv=None, ready=None):
         live.close()
         raise SystemExit(f"error: cannot listen on {args.host}:{args.port} ({error.strerror or error}); "
                          "choose another --port") from None
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # not a line for every request
     port = listening.getsockname()[1]
     server = make_server(args.host, port, app.server, threaded=True, fd=listening.fileno())
     print(f"the playground is at http://{args.host}:{port}/ (Ctrl-C stops it)", flush=True)

@@ -7,6 +7,7 @@ display points, a fixed class-balanced sample of the validation images, are embe
 which draws no random number and changes no running statistic, so the training is unchanged by it.
 """
 
+import copy
 import math
 import tempfile
 import threading
@@ -22,6 +23,7 @@ from embedviz.sampling import balanced_rows
 from embedviz.verification import verification
 
 MAX_POINTS = 2000  # display points, class-balanced
+TRAINING_SHARE = 0.8  # while playing, embedding the display points takes at most the rest of the time
 HISTORY_UPDATES = 400  # the live curves keep this many updates, the older ones thinned
 
 
@@ -44,6 +46,7 @@ class Snapshot:
     playing: bool
     note: str = ""               # a divergence, say, in words
     class_names: list = field(default_factory=list)
+    published: float = field(default_factory=time.time)  # when it was made, seconds since the epoch
 
 
 class LiveTraining:
@@ -54,6 +57,7 @@ class LiveTraining:
         self.data_dir, self.lock, self.wake = data_dir, threading.Lock(), threading.Event()
         self.steps_per_update, self.playing, self.pending_steps = steps_per_update, playing, 0
         self.version, self.snapshot, self.thread, self.stopping, self.run_number = 0, None, None, False, 0
+        self.shown_model = None
         self.reset(settings)
 
     # ------------------------------------------------------------ control, from the page's callbacks
@@ -102,21 +106,17 @@ class LiveTraining:
         return None
 
     def embed(self, images):
-        """(n, dim) embeddings and (n, classes) cosines to the class weights of uint8 images (n, 28, 28),
-        by the network as it is now (None before it is built); the head's logits without and with the
-        margin for the nearest class."""
-        with self.lock:
-            model = getattr(self, "model", None)
-            if model is None:
-                return None
-            was_training = model.training
-            model.eval()
-            with torch.no_grad():
-                embeddings = model.embed(train.to_input(images.to(self.device)))
-                plain = model.head(embeddings)
-                nearest = plain.argmax(1)
-                margin = model.head(embeddings, nearest)
-            model.train(was_training)
+        """(embeddings (n, dim), logits without the margin, logits with the margin on the nearest class,
+        the nearest class) of uint8 images (n, 28, 28), by the network of the last update, a copy that the
+        training does not touch (None before the first)."""
+        model = self.shown_model
+        if model is None:
+            return None
+        with torch.no_grad():
+            embeddings = model.embed(train.to_input(images.to(self.device)))
+            plain = model.head(embeddings)
+            nearest = plain.argmax(1)
+            margin = model.head(embeddings, nearest)
         return embeddings.cpu().numpy(), plain.cpu().numpy(), margin.cpu().numpy(), nearest.cpu().numpy()
 
     # ------------------------------------------------------------ the thread
@@ -142,6 +142,7 @@ class LiveTraining:
         batches = train.epoch_batches(len(run.train_targets), args.batch_size, run.generator, run.device)
         step_in_epoch, loss = 0, None
         self.publish(settings, run, display, angles, curves, epoch, 0, len(batches), 0.0)
+        published_at, publish_seconds = time.perf_counter(), 0.0
         while not self.stopping:
             with self.lock:
                 go = self.playing or self.pending_steps > 0
@@ -169,13 +170,20 @@ class LiveTraining:
                 self.publish_note(settings, f"the loss became {loss} at epoch {epoch}, step {step_in_epoch}: "
                                   "training stopped; try a lower s, margin or learning rate")
                 return
-            rate = done_images / (time.perf_counter() - started)
-            self.publish(settings, run, display, angles, curves, epoch, step_in_epoch, len(batches), rate, loss)
+            now = time.perf_counter()
+            if (self.playing and self.steps_per_update > 1
+                    and now - published_at < publish_seconds * TRAINING_SHARE / (1 - TRAINING_SHARE)):
+                continue  # more steps before the next update: the training keeps its share of the time
+            self.publish(settings, run, display, angles, curves, epoch, step_in_epoch, len(batches),
+                         done_images / (now - started), loss)
+            published_at = time.perf_counter()
+            publish_seconds = published_at - now
 
     def publish(self, settings, run, display, angles, curves, epoch, step, steps_per_epoch, rate, loss=None):
         images, labels, targets, is_unseen = display
         with self.lock:
             embeddings, _, correct = train.evaluate(run.model, images, targets, 512, run.precision)
+            self.shown_model = copy.deepcopy(run.model).eval()  # what a drawn digit is embedded by
             head = run.model.head
             weights = (unit(head.weight.detach().cpu().numpy()).reshape(head.num_classes, head.k, -1)[:, 0]
                        if head.uses_cosine else None)
@@ -196,7 +204,8 @@ class LiveTraining:
             trained = run.target_of >= 0
             class_weights[trained.numpy()] = weights[run.target_of[trained].numpy()]
         used = int(labels.max()) + 1  # glyphs: the first classes alone are used
-        snapshot = Snapshot(self.version + 1, self.run_number, settings, epoch, step, steps_per_epoch, unit(points).round(3),
+        snapshot = Snapshot(self.version + 1, self.run_number, settings, epoch, step, steps_per_epoch,
+                            unit(points).round(3),
                             labels, is_unseen, None if class_weights is None else class_weights[:used],
                             angles.latest(), {k: list(v) for k, v in curves.items()}, rate, self.playing,
                             class_names=run.meta["class_names"][:used])

@@ -232,6 +232,7 @@ def build_app(live, follow=False):
                 html.Button("reset", id="reset", n_clicks=0)]),
             html.Button("reset view", id="reset-view", n_clicks=0),
             html.Span(id="status"),
+            html.Span(id="stamp", style={"display": "none"}),  # when the update shown was made (the benchmark)
         ]),
         html.Div(style={"display": "block" if follow else "none", "width": "600px"}, children=[
             html.Label("epoch"), dcc.Slider(0, 1, 1, value=None, id="epoch", marks=None, tooltip=TOOLTIP)]),
@@ -285,7 +286,8 @@ def build_app(live, follow=False):
             raw["unseen"] = raw.get("unseen") or ""
         settings, notes = parse_settings(raw)
         controls = parse_qs((search or "").lstrip("?")).get("controls", ["on"])[-1] != "off" and not follow
-        wanted = {**training_settings(settings), "device": live.settings.get("device")}
+        wanted = {**training_settings(settings), "device": live.settings.get("device"),
+                  "precision": live.settings.get("precision")}
         if wanted != live.settings and not follow:
             live.reset(wanted)
         live.steps_per_update = settings["speed"]
@@ -305,7 +307,8 @@ def build_app(live, follow=False):
         return "pause" if live.playing else "play"
 
     @app.callback(Output("sphere", "figure"), Output("logit", "figure"), Output("curves", "figure"),
-                  Output("status", "children"), Output("shown", "data"), Output("epoch", "max"),
+                  Output("status", "children"), Output("stamp", "children"), Output("shown", "data"),
+                  Output("epoch", "max"),
                   Output("epoch", "value"), Input("tick", "n_intervals"), Input("reset-view", "n_clicks"),
                   Input("epoch", "value"), State("shown", "data"), State("epoch", "max"))
     def tick(_, reset_view, epoch, shown, last):
@@ -315,37 +318,36 @@ def build_app(live, follow=False):
         snapshot = live.latest(None if following else epoch)
         slider = (snapshot.epoch, snapshot.epoch) if follow and following and snapshot else (no_update, no_update)
         if snapshot is None or snapshot.version == shown["version"]:
-            return no_update, no_update, no_update, no_update, no_update, *slider
+            return no_update, no_update, no_update, no_update, no_update, no_update, *slider
         settings = snapshot.settings
         seen = {"version": snapshot.version, "run": snapshot.run}
         if snapshot.note:
-            return no_update, no_update, no_update, snapshot.note, seen, *slider
+            return no_update, no_update, no_update, snapshot.note, no_update, seen, *slider
         dim = snapshot.points.shape[1]
         fresh = shown["run"] != snapshot.run or ctx.triggered_id == "reset-view"
-        sphere = sphere_figure(snapshot.class_names, dim, settings["unseen"]) if fresh else Patch()
-        if fresh and ctx.triggered_id == "reset-view":
-            sphere.update_layout(uirevision=f"sphere{reset_view}")
+        if fresh:
+            sphere = sphere_figure(snapshot.class_names, dim, settings["unseen"]).to_plotly_json()
+            sphere["layout"]["uirevision"] = f"sphere{reset_view or ''}"
+            logit = target_logit_figure(settings, snapshot.target_angles)
+            curves = curves_figure(snapshot.curves)
+        else:
+            sphere, logit, curves = Patch(), Patch(), Patch()
+            logit["data"][2]["x"] = np.round(snapshot.target_angles, 2).tolist()
+            for k, (xs, ys) in enumerate(snapshot.curves.values()):
+                curves["data"][k]["x"], curves["data"][k]["y"] = xs, ys
+        traces = sphere["data"]
         for c in range(len(snapshot.class_names)):
             rows = snapshot.labels == c
             for k, axis in enumerate("xyz"[:dim]):
-                values = snapshot.points[rows, k].tolist()
-                if fresh:
-                    sphere.data[c][axis] = values
-                else:
-                    sphere["data"][c][axis] = values
-        weights = snapshot.weights
-        if weights is not None:
+                traces[c][axis] = snapshot.points[rows, k].tolist()
+        if snapshot.weights is not None:
             for k, axis in enumerate("xyz"[:dim]):
-                values = [None if math.isnan(v) else round(v, 3) for v in weights[:, k]]
-                if fresh:
-                    sphere.data[len(snapshot.class_names)][axis] = values
-                else:
-                    sphere["data"][len(snapshot.class_names)][axis] = values
-        logit = target_logit_figure(settings, snapshot.target_angles)
+                traces[len(snapshot.class_names)][axis] = [None if math.isnan(v) else round(v, 3)
+                                                           for v in snapshot.weights[:, k]]
         status = (f"{live.model_name}, epoch {snapshot.epoch} of {live.epochs}" if follow else
                   f"epoch {snapshot.epoch}, step {snapshot.step}/{snapshot.steps_per_epoch}; "
                   f"{snapshot.images_per_second:,.0f} images/s" + ("" if live.playing else "; paused"))
-        return sphere, logit, curves_figure(snapshot.curves), status, seen, *slider
+        return sphere, logit, curves, status, f"{snapshot.published:.3f}", seen, *slider
 
     @app.callback(Output("logit", "figure", allow_duplicate=True), Input("m", "drag_value"), Input("s", "drag_value"),
                   State("head", "value"), prevent_initial_call=True)
@@ -379,11 +381,12 @@ def build_app(live, follow=False):
             angles = ", ".join(f"{names[c]} {math.degrees(math.acos(cosines[c])):.0f}°" for c in range(len(names))
                                if not math.isnan(snapshot.weights[c, 0]))
             text += f"; angle to each class weight: {angles}"
-        bars = go.Figure(layout={"height": 200, "margin": {"l": 30, "r": 5, "t": 5, "b": 30}, "barmode": "group",
-                                 "legend": {"orientation": "h", "y": 1.2}})
-        classes = [n for c, n in enumerate(names) if c < plain.shape[1]]
-        bars.add_bar(x=classes, y=plain[0].round(3), name="logits")
-        bars.add_bar(x=classes, y=margin[0].round(3), name="with the margin on the nearest")
+        classes = names[:plain.shape[1]]
+        bars = {"data": [{"type": "bar", "x": classes, "y": plain[0].round(3).tolist(), "name": "logits"},
+                         {"type": "bar", "x": classes, "y": margin[0].round(3).tolist(),
+                          "name": "with the margin on the nearest"}],
+                "layout": {"height": 200, "margin": {"l": 30, "r": 5, "t": 5, "b": 30}, "barmode": "group",
+                           "legend": {"orientation": "h", "y": 1.2}}}
         sphere = Patch()
         index = len(names) + 1
         for k, axis in enumerate("xyz"[:len(direction)]):
@@ -391,8 +394,12 @@ def build_app(live, follow=False):
         sphere["data"][index]["text"] = [f"your {names[nearest[0]]}"]
         return text, bars, sphere
 
-    @app.callback(Output("canvas", "figure"), Input("clear", "n_clicks"), prevent_initial_call=True)
+    @app.callback(Output("canvas", "figure"), Output("canvas", "relayoutData"),
+                  Output("digit-text", "children", allow_duplicate=True),
+                  Output("digit-logits", "figure", allow_duplicate=True), Input("clear", "n_clicks"),
+                  prevent_initial_call=True)
     def clear(_):
-        return canvas_figure()
+        """A clean canvas; its drawing forgotten, so that the same stroke drawn again is embedded again."""
+        return canvas_figure(), None, "", go.Figure(layout=EMPTY)
 
     return app

@@ -64,6 +64,14 @@ def test_the_playground_trains_keeps_the_camera_embeds_a_drawing_and_stays_local
                      10, "the drawn digit's point is not on the sphere")
     assert digit["name"] == "your digit" and len(digit["x"]) == 1
     assert chrome.execute_script("return document.querySelector('#digit-logits .js-plotly-plot').data.length;") == 2
+    chrome.find_element(By.ID, "clear").click()  # cleared, the same stroke again is embedded again
+    wait_for(lambda: chrome.find_element(By.ID, "digit-text").text == "", 10, "clear left the digit's text")
+    time.sleep(1)
+    canvas = chrome.find_element(By.CSS_SELECTOR, "#canvas .nsewdrag")
+    ActionChains(chrome).move_to_element_with_offset(canvas, 0, -60).click_and_hold() \
+        .move_by_offset(2, 40).move_by_offset(2, 40).move_by_offset(0, 30).release().perform()
+    wait_for(lambda: chrome.find_element(By.ID, "digit-text").text.startswith("nearest class: "), 20,
+             "the same stroke, drawn again after clear, was not embedded")
 
     requests = [json.loads(entry["message"])["message"] for entry in chrome.get_log("performance")]
     urls = {m["params"]["request"]["url"] for m in requests if m["method"] == "Network.requestWillBeSent"}
