@@ -32,7 +32,6 @@ from embedviz.sampling import balanced_rows
 from embedviz.stopping import Diverged, Stops
 from embedviz.verification import epoch_metrics
 from losses import AdaCos, CombinedMargin, MagFace, Softmax
-from embedviz.old_formats import head_config
 from models import HEADS, MODEL_NAMES, PRESETS, VGG8, to_input
 
 DIVERGENCE_CHECK_STEPS = 50  # training steps between two looks at the loss; each look waits for the device
@@ -123,6 +122,8 @@ def head_arguments(args):
     arguments = {**arguments, **{HEAD_OPTIONS[option]: value for option, value in given.items()
                                  if option not in ("m1", "m2", "m3")}}
     if given.keys() & {"m1", "m2", "m3"}:  # the preset's margins in the combined form, then those given
+        from embedviz.old_formats import head_config
+
         head = head_class(2, 2, **arguments)
         margins = {name: given.get(name, getattr(head, name)) for name in ("m1", "m2", "m3")}
         config = head_config({"kind": "margin", "s": head.s, **margins, "subcenters": head.k}, head_class.__name__)
