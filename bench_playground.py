@@ -14,11 +14,11 @@ import argparse
 import contextlib
 import io
 import json
+import math
 import os
 import statistics
 import sys
 import tempfile
-import threading
 import time
 
 ON_SCREEN = """
@@ -42,30 +42,18 @@ def main(argv=None):
     p.add_argument("--strokes", type=int, default=10, help="digits drawn while it trains")
     args = p.parse_args(argv)
 
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
 
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "tests"))
     import playground
     import train
-    from conftest import CHROME_FLAGS, CHROMEDRIVER, CHROMIUM
+    from conftest import chromium_driver, quit_and_clean
 
-    servers = []
-    server_thread = threading.Thread(target=playground.main, daemon=True,
-                                     args=(["--port", "0", "--device", "cpu", "--precision", "fp32"], servers.append))
-    server_thread.start()
-    while not servers:
-        time.sleep(0.05)
-    options = webdriver.ChromeOptions()
-    for flag in CHROME_FLAGS:
-        options.add_argument(flag)
-    options.binary_location = CHROMIUM
-    options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
-    chrome = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    server, server_thread = playground.start(["--port", "0", "--device", "cpu", "--precision", "fp32"])
+    chrome = chromium_driver()
     try:
-        chrome.get(f"http://127.0.0.1:{servers[0].port}/")
+        chrome.get(f"http://127.0.0.1:{server.port}/")
         while not chrome.execute_script("return !!document.getElementById('stamp') && "
                                         "!!document.querySelector('#sphere .js-plotly-plot');"):
             time.sleep(0.1)
@@ -98,8 +86,8 @@ def main(argv=None):
         status = chrome.find_element(By.ID, "status").text
         playground_rate = float(status.split(";")[1].split()[0].replace(",", ""))
     finally:
-        chrome.quit()
-        servers[0].shutdown()
+        quit_and_clean(chrome)
+        server.shutdown()
         server_thread.join()
     with tempfile.TemporaryDirectory() as out_dir, contextlib.redirect_stdout(io.StringIO()):
         train.main(["--dataset", "mnist-sample", "--epochs", "4", "--out-dir", out_dir, "--device", "cpu",
@@ -110,18 +98,18 @@ def main(argv=None):
     latencies = sorted(1000 * (shown - made) for shown, made in updates)
     payloads = sorted(size for size in sizes.values() if size)
     steady = [mb for t, mb in memory if t >= 60]
-    print(f"\n{args.minutes:g} minutes on {os.cpu_count()} CPUs, the page open in headless Chromium:")
-    print(f"  updates on screen: {len(latencies)}, {statistics.median(latencies):.0f} ms after they were made "
-          f"(median; 95th percentile {latencies[int(0.95 * (len(latencies) - 1))]:.0f} ms, most {latencies[-1]:.0f} ms)")
-    if digits:
-        print(f"  drawn digits on screen: {len(digits)}, {statistics.median(digits):.0f} ms after the stroke's end "
-              f"(median; most {max(digits):.0f} ms)")
-    print(f"  updates' size: median {statistics.median(payloads) / 1e3:.1f} KB, most {payloads[-1] / 1e3:.1f} KB "
-          f"({len(payloads)} responses)")
-    print(f"  training: {playground_rate:,.0f} images/s in the playground, {rate:,.0f} in train.py "
-          f"({playground_rate / rate:.0%})")
-    print(f"  memory: {steady[0]:.0f} MB after the first minute, {steady[-1]:.0f} MB at the end "
-          f"({steady[-1] - steady[0]:+.0f} MB; most {max(steady):.0f} MB)")
+    lines = [f"{args.minutes:g} minutes on {os.cpu_count()} CPUs, the page open in headless Chromium:",
+             f"updates on screen: {len(latencies)}, {statistics.median(latencies):.0f} ms after they were made (median; "
+             f"95th percentile {latencies[int(0.95 * (len(latencies) - 1))]:.0f} ms, most {latencies[-1]:.0f} ms)",
+             f"drawn digits on screen: {len(digits)}, {statistics.median(digits or [math.nan]):.0f} ms after the "
+             f"stroke's end (median; most {max(digits or [math.nan]):.0f} ms)",
+             f"updates' size: median {statistics.median(payloads) / 1e3:.1f} KB, most {payloads[-1] / 1e3:.1f} KB "
+             f"({len(payloads)} responses)",
+             f"training: {playground_rate:,.0f} images/s in the playground, {rate:,.0f} in train.py "
+             f"({playground_rate / rate:.0%})",
+             f"memory: {steady[0]:.0f} MB after the first minute, {steady[-1]:.0f} MB at the end "
+             f"({steady[-1] - steady[0]:+.0f} MB; most {max(steady):.0f} MB)"]
+    print("\n" + "\n  ".join(lines))
     return 0
 
 

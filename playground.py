@@ -77,5 +77,21 @@ def main(argv=None, ready=None):
     return 0
 
 
+def start(argv):
+    """The playground served from a thread of this process, as a test or a benchmark runs it:
+    (server, thread); server.port is its port, server.shutdown() stops it and its training."""
+    import threading
+    import time
+
+    servers = []
+    thread = threading.Thread(target=main, args=(argv, servers.append), daemon=True)
+    thread.start()
+    while not servers and thread.is_alive():
+        time.sleep(0.05)
+    if not servers:
+        raise SystemExit("error: the playground did not start")
+    return servers[0], thread
+
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -8,7 +8,6 @@ and the page is photographed.
 import argparse
 import os
 import sys
-import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -21,26 +20,16 @@ def main(argv=None):
     p.add_argument("--out", default=os.path.join(ROOT, "docs", "playground.png"))
     args = p.parse_args(argv)
 
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
 
     import playground
-    from conftest import CHROME_FLAGS, CHROMEDRIVER, CHROMIUM
+    from conftest import chromium_driver, quit_and_clean
 
-    servers = []
-    thread = threading.Thread(target=playground.main, args=(["--port", "0"], servers.append), daemon=True)
-    thread.start()
-    while not servers:
-        time.sleep(0.05)
-    options = webdriver.ChromeOptions()
-    for flag in CHROME_FLAGS:
-        options.add_argument(flag)
-    options.binary_location = CHROMIUM
-    chrome = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    server, thread = playground.start(["--port", "0"])
+    chrome = chromium_driver()
     try:
-        chrome.get(f"http://127.0.0.1:{servers[0].port}/?head=arcface&m=0.5&s=15&dim=3")
+        chrome.get(f"http://127.0.0.1:{server.port}/?head=arcface&m=0.5&s=15&dim=3")
         time.sleep(args.seconds)
         canvas = chrome.find_element(By.CSS_SELECTOR, "#canvas .nsewdrag")
         ActionChains(chrome).move_to_element_with_offset(canvas, -45, -60).click_and_hold() \
@@ -48,8 +37,8 @@ def main(argv=None):
         time.sleep(3)
         chrome.save_screenshot(args.out)
     finally:
-        chrome.quit()
-        servers[0].shutdown()
+        quit_and_clean(chrome)
+        server.shutdown()
         thread.join()
     print(f"wrote {args.out}")
     return 0

@@ -125,9 +125,8 @@ CHROME_FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-ba
                 "--window-size=1500,1000"]
 
 
-@pytest.fixture(scope="module")
-def chrome():
-    """One headless Chromium for the module's browser tests, which run in one process."""
+def chromium_driver():
+    """Headless Chromium driven by selenium, its console and network logged."""
     missing = [path for path in (CHROMIUM, CHROMEDRIVER) if not os.path.exists(path)]
     if missing:
         pytest.fail(f"{' and '.join(missing)} missing: the browser test needs Debian's chromium and "
@@ -145,11 +144,23 @@ def chrome():
     options.binary_location = CHROMIUM
     options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})  # requests: the playground
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.profile = profile  # removed with the driver's quit_and_clean
+    return driver
+
+
+def quit_and_clean(driver):
+    driver.quit()
+    driver.profile.cleanup()
+
+
+@pytest.fixture(scope="module")
+def chrome():
+    """One headless Chromium for the module's browser tests, which run in one process."""
+    driver = chromium_driver()
     try:
         yield driver
     finally:
-        driver.quit()
-        profile.cleanup()
+        quit_and_clean(driver)
 
 
 def wait_for(condition, timeout, message):

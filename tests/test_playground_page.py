@@ -5,7 +5,6 @@ trains in a thread until the module's tests end, and no other test may share the
 state with it meanwhile."""
 
 import json
-import threading
 import time
 
 import pytest
@@ -17,16 +16,9 @@ from conftest import wait_for
 @pytest.fixture(scope="module")
 def app_address():
     """The playground, started in this process on a free port; stopped, its port freed, at the end."""
-    servers = []
-    thread = threading.Thread(target=playground.main, args=(["--port", "0", "--device", "cpu"], servers.append),
-                              daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not servers and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert servers, "the playground did not start"
-    yield f"http://127.0.0.1:{servers[0].port}/"
-    servers[0].shutdown()
+    server, thread = playground.start(["--port", "0", "--device", "cpu"])
+    yield f"http://127.0.0.1:{server.port}/"
+    server.shutdown()
     thread.join(timeout=30)
     assert not thread.is_alive(), "the training thread or the server did not stop"
 

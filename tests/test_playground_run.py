@@ -1,8 +1,6 @@
 """playground.py --run: a run that train.py wrote, shown at any epoch, following the epochs train.py
 appends while the page is open, and embedding a drawn digit by the run's last checkpoint."""
 
-import threading
-
 import pytest
 
 import playground
@@ -25,13 +23,9 @@ def test_a_run_on_disk_is_shown_followed_as_it_grows_and_embeds_a_drawing(tiny_m
     from selenium.webdriver.common.by import By
 
     tiny_run(tiny_mnist, tmp_path, 1)
-    servers = []
-    thread = threading.Thread(target=playground.main, args=(["--port", "0", "--run", str(tmp_path)], servers.append),
-                              daemon=True)
-    thread.start()
-    wait_for(lambda: servers, 30, "the playground did not start")
+    server, thread = playground.start(["--port", "0", "--run", str(tmp_path)])
     try:
-        chrome.get(f"http://127.0.0.1:{servers[0].port}/")
+        chrome.get(f"http://127.0.0.1:{server.port}/")
         wait_for(lambda: chrome.execute_script(STATUS) == "vgg8_arcface, epoch 1 of 1", 30, "the run is not shown")
         controls = "const c = document.getElementById('controls'); return !!c && c.style.display === 'none';"
         assert chrome.execute_script(controls)  # nothing to train: no training controls
@@ -44,7 +38,7 @@ def test_a_run_on_disk_is_shown_followed_as_it_grows_and_embeds_a_drawing(tiny_m
         text = wait_for(lambda: chrome.find_element(By.ID, "digit-text").text, 20, "the drawing was not embedded")
         assert text.startswith("nearest class: ")
     finally:
-        servers[0].shutdown()
+        server.shutdown()
         thread.join(timeout=30)
     assert not thread.is_alive()
 
