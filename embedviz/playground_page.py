@@ -11,6 +11,7 @@ fit is replaced by its default with a note on the page.
 
 import math
 import os
+from argparse import ArgumentTypeError
 from urllib.parse import parse_qs, urlencode
 
 import numpy as np
@@ -19,6 +20,7 @@ import torch
 from dash import Dash, Input, Output, Patch, State, ctx, dcc, html, no_update
 
 from embedviz import drawn_digit
+from embedviz.cli import class_indices
 from embedviz.render import class_colors
 from losses import CombinedMargin, margin_target
 from models import PRESETS
@@ -42,14 +44,11 @@ def number(kind, low, high):
 
 
 def class_list(text):
-    """"6-9" or "6 7 8 9" -> [6, 7, 8, 9]; "" -> []."""
-    classes = []
-    for part in str(text).replace(",", " ").split():
-        first, dash_, last = part.partition("-")
-        classes += list(range(int(first), int(last or first) + 1)) if dash_ else [int(first)]
-    if len(classes) > 200 or any(c < 0 for c in classes):
-        raise ValueError("class indices from 0 up")
-    return sorted(set(classes))
+    """"6-9" or "6 7 8 9" -> [6, 7, 8, 9] (each part as train.py's --unseen-classes reads it); "" -> []."""
+    classes = sorted({c for part in str(text).replace(",", " ").split() for c in class_indices(part)})
+    if len(classes) > 200:
+        raise ValueError("at most 200 classes")
+    return classes
 
 
 def head_name(text):
@@ -79,7 +78,7 @@ def parse_settings(values):
             continue
         try:
             settings[name] = parse(values[name])
-        except (ValueError, TypeError) as error:
+        except (ValueError, TypeError, ArgumentTypeError) as error:
             notes.append(f"{name}={str(values[name])[:20]!r} is not valid ({error}); using {PRESET[name]}")
     head_class = PRESETS[f"vgg8_{settings['head']}"][0]
     if head_class.__name__ == "SphereFace" and settings["m"] < 1:
@@ -172,8 +171,8 @@ def sphere_figure(class_names, dim, unseen=()):
                                      "color": "black", "line": {"width": 3}}))
     u, v = np.meshgrid(np.linspace(0, 2 * np.pi, 25), np.linspace(0, np.pi, 13))
     if dim == 3:
-        for x, y, z in ((np.cos(u) * np.sin(v), np.sin(u) * np.sin(v), np.cos(v)),):
-            lines = [(x[i], y[i], z[i]) for i in range(len(x))] + [(x[:, j], y[:, j], z[:, j]) for j in range(x.shape[1])]
+        x, y, z = np.cos(u) * np.sin(v), np.sin(u) * np.sin(v), np.cos(v)
+        lines = [(x[i], y[i], z[i]) for i in range(len(x))] + [(x[:, j], y[:, j], z[:, j]) for j in range(x.shape[1])]
         xs, ys, zs = ([np.r_[line[k], np.nan] for line in lines] for k in range(3))
         figure.add_trace(go.Scatter3d(x=np.concatenate(xs).round(3), y=np.concatenate(ys).round(3),
                                       z=np.concatenate(zs).round(3), mode="lines", hoverinfo="skip",
