@@ -14,13 +14,13 @@ head's difference from the first head's, seed by seed) and the figure (--figure)
 import json
 import math
 import os
-import subprocess
 import sys
 import time
 
 import numpy as np
 
-from embedviz.cli import ArgumentParser, class_indices, int_from, positive
+from embedviz.cli import ArgumentParser, class_indices, int_from, non_negative_float, positive
+from embedviz.sweep_backends import Local
 from embedviz.held_out import check_classes
 
 HEADS = ("vgg8_softmax", "vgg8_normface", "vgg8_cosface", "vgg8_arcface")
@@ -55,7 +55,24 @@ def parse_args(argv=None):
     p.add_argument("--figure", default="docs/margin_sweep.png", help="the figure's path")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="as train.py's")
     p.add_argument("--jobs", type=positive(int),
-                   help="runs side by side (default: 1 on a CPU, whose cores one run uses; 4 on a GPU)")
+                   help="local: runs side by side (default: 1 on a CPU, whose cores one run uses, or the cores over "
+                        "--cpus-per-run; 4 on a GPU); slurm: runs of the job array at once")
+    cluster = p.add_argument_group("clusters (pip install -r requirements-cluster.txt)")
+    cluster.add_argument("--backend", default="local", choices=("local", "ray", "slurm"),
+                         help="local: train.py subprocesses here; ray: Ray tasks; slurm: a job array through submitit")
+    cluster.add_argument("--ray-address",
+                         help="a running Ray cluster to join (auto, or HOST:PORT; default: start Ray on this machine)")
+    cluster.add_argument("--cpus-per-run", type=positive(int),
+                         help="CPUs (and threads) a run (default: ray and slurm 1; local all of them)")
+    cluster.add_argument("--gpus-per-run", type=non_negative_float, default=0.0,
+                         help="GPUs a run, a fraction allowed with ray (0.1: ten runs share a GPU, each held to a "
+                              "tenth of its memory)")
+    cluster.add_argument("--max-return-mb", type=positive(float), default=200,
+                         help="the largest run folder a worker sends back (ray, slurm)")
+    cluster.add_argument("--shared-dir", action="store_true",
+                         help="--out-dir is on a disk every node shares: runs write there, nothing is sent back")
+    cluster.add_argument("--slurm-partition", help="the partition of the job array")
+    cluster.add_argument("--slurm-minutes", type=positive(int), default=240, help="the time limit of a run")
     args = p.parse_args(argv)
     num_classes = train.DATASET_CLASSES[args.dataset]
     unseen = sorted({c for classes in args.unseen_classes or [range(max(args.seen), num_classes)] for c in classes})
@@ -67,6 +84,12 @@ def parse_args(argv=None):
     except ValueError as error:
         p.error(str(error))
     args.unseen_classes = unseen
+    if args.backend == "local" and (args.ray_address or args.gpus_per_run or args.shared_dir):
+        p.error("--ray-address, --gpus-per-run and --shared-dir are for --backend ray or slurm")
+    if args.backend != "local":  # the same path on every node, not one relative to this folder
+        args.data_dir = os.path.abspath(args.data_dir)
+        if args.device == "cuda" and not args.gpus_per_run:
+            p.error(f"--device cuda with --backend {args.backend} needs --gpus-per-run")
     return args
 
 
@@ -100,35 +123,60 @@ def state(folder, model, epochs):
     return "stopped" if os.path.exists(os.path.join(folder, f"{model}_last.pth")) else "new"
 
 
-def subprocess_launch(folder, argv):
-    """Starts train.py on one run, its output in the run's train.log; returns what wait() returns."""
-    os.makedirs(folder, exist_ok=True)
-    log = open(os.path.join(folder, "train.log"), "w")  # noqa: SIM115 (closed by the waiting function)
-    process = subprocess.Popen([sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "train.py"),
-                                *argv], stdout=log, stderr=subprocess.STDOUT)
-    return lambda: (process.wait(), log.close())[0]
+def train_all(runs, epochs, backend):
+    """Trains the runs not done yet on `backend` (sweep_backends), resuming the stopped ones, and collects
+    them as they finish; returns the folders of those that failed. Ctrl-C cancels the runs still out."""
+    from tqdm import tqdm
 
-
-def train_all(runs, epochs, jobs, launch=subprocess_launch):
-    """Trains the runs not done yet, `jobs` at a time, resuming the stopped ones; returns the folders of
-    those that failed. launch(folder, argv) starts one and returns a function that waits for its status."""
     todo = []
     for folder, argv in runs:
         status = state(folder, argv[argv.index("--model") + 1], epochs)
         if status != "done":
-            todo.append((folder, [*argv, "--resume"] if status == "stopped" else argv))
-    print(f"{len(runs) - len(todo)} of {len(runs)} runs done; training {len(todo)}, {jobs} at a time", flush=True)
-    running, failed, start = [], [], time.perf_counter()
-    for number, (folder, argv) in enumerate(todo, start=1):
-        running.append((folder, launch(folder, argv)))
-        while len(running) >= jobs or (number == len(todo) and running):
-            done_folder, wait = running.pop(0)
-            if wait() != 0:
-                failed.append(done_folder)
-            finished = number - len(running)
-            print(f"{finished}/{len(todo)} {done_folder}: {'failed' if failed[-1:] == [done_folder] else 'done'} "
-                  f"({time.perf_counter() - start:.0f} s)", flush=True)
+            todo.append((folder, [*argv, "--resume"] if status == "stopped" else argv, status == "stopped"))
+    print(f"{len(runs) - len(todo)} of {len(runs)} runs done; training {len(todo)} {backend.describe()}", flush=True)
+    failed, finished, start, waiting, shown = [], 0, time.perf_counter(), list(todo), None
+    bar = tqdm(total=len(todo), unit="run", leave=False, disable=not todo)
+    try:
+        while finished < len(todo):
+            while waiting and backend.has_room():
+                backend.start(*waiting.pop(0))
+            for folder, outcome in backend.finished(timeout=1.0):
+                finished += 1
+                line = "done"
+                if outcome.status != 0:
+                    failed.append(folder)
+                    line = f"failed on {outcome.node}: {outcome.reason()}"
+                bar.update()
+                bar.write(f"{finished}/{len(todo)} {folder}: {line} ({time.perf_counter() - start:.0f} s)")
+            counts = {"running": min(len(todo) - finished - len(waiting), backend.at_once), "failed": len(failed)}
+            if counts != shown:
+                bar.set_postfix(counts)
+                shown = counts
+    except KeyboardInterrupt:
+        backend.cancel()
+        bar.close()
+        raise SystemExit(f"stopped: {finished} of {len(todo)} runs finished and kept; the same command trains "
+                         "the rest") from None
+    finally:
+        bar.close()
+        backend.close()
     return failed
+
+
+def make_backend(args):
+    if args.backend == "local":
+        cores = os.cpu_count() or 1
+        default = 4 if args.device != "cpu" and cuda_available() else max(1, cores // args.cpus_per_run) \
+            if args.cpus_per_run else 1
+        return Local(args.jobs or default, args.cpus_per_run)
+    from embedviz import sweep_backends
+
+    options = {"out_dir": args.out_dir, "max_return_mb": args.max_return_mb, "shared_dir": args.shared_dir}
+    cpus = args.cpus_per_run or 1
+    if args.backend == "ray":
+        return sweep_backends.Ray(args.ray_address, cpus, args.gpus_per_run, **options)
+    return sweep_backends.Slurm(os.path.join(args.out_dir, "slurm"), cpus, args.gpus_per_run, args.slurm_partition,
+                                args.slurm_minutes, args.jobs, **options)
 
 
 # ---------------------------------------------------------------- the summary
@@ -254,10 +302,9 @@ def figure(cells, args, path):
     plt.close(fig)
 
 
-def main(argv=None, launch=subprocess_launch):
+def main(argv=None, backend=None):
     args = parse_args(argv)
-    jobs = args.jobs or (4 if args.device != "cpu" and cuda_available() else 1)
-    failed = train_all(grid(args), args.epochs, jobs, launch)
+    failed = train_all(grid(args), args.epochs, backend or make_backend(args))
     values = collect(args)
     text = report(values, args)
     os.makedirs(args.out_dir, exist_ok=True)

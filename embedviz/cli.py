@@ -53,6 +53,7 @@ def int_from(low, high=math.inf):
 
 non_negative_int = number(int, lambda value: value >= 0, "0 or more")
 finite_float = number(float, math.isfinite, "finite")
+non_negative_float = number(float, lambda value: 0 <= value < math.inf, "0 or more and finite")
 seed_int = number(int, lambda value: 0 <= value < 2 ** 64, "from 0 to 2**64 - 1")  # what torch and numpy take
 
 

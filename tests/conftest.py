@@ -86,10 +86,11 @@ def no_network(monkeypatch):
     monkeypatch.setattr(urllib.request, "urlopen", refuse)
 
 
-def run_script(script, *args, check=True, timeout=300):
-    """Runs train.py or visualization.py as a user does; with check, a failure shows its output."""
+def run_script(script, *args, check=True, timeout=300, env=None):
+    """Runs train.py or visualization.py as a user does (env: variables added to this process's); with
+    check, a failure shows its output."""
     result = subprocess.run([sys.executable, os.path.join(ROOT, script), *map(str, args)], cwd=ROOT,
-                            capture_output=True, text=True, timeout=timeout)
+                            capture_output=True, text=True, timeout=timeout, env=env and {**os.environ, **env})
     if check:
         assert result.returncode == 0, f"{script} failed:\n{result.stdout}\n{result.stderr}"
     return result

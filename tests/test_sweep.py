@@ -7,6 +7,8 @@ import pytest
 import sweep
 import train
 from conftest import call_main
+from embedviz.remote_run import Outcome
+from embedviz.sweep_backends import Local
 
 
 def test_the_interval_is_students_for_the_mean_of_the_seeds():
@@ -31,16 +33,23 @@ def test_differences_pair_the_seeds_where_both_heads_have_the_figure():
 def test_the_sweep_trains_its_grid_once_and_resumes_stopped_runs(tiny_mnist, tmp_path):
     launched = []
 
-    def in_process(folder, argv):  # train.py's main, in this process, as the sweep would start it
-        launched.append(argv)
-        result = call_main(train.main, *argv)
-        return lambda: result.returncode
+    class InProcess(Local):  # train.py's main, in this process, as the sweep would start it
+        def start(self, folder, argv, stopped):
+            launched.append(argv)
+            self.running[folder] = call_main(train.main, *argv).returncode
+
+        def finished(self, timeout):
+            done = [(folder, Outcome(status, "", "here")) for folder, status in self.running.items()]
+            self.running.clear()
+            return done
+
+    in_process = InProcess(jobs=1)
 
     options = ["--dataset", "mnist", "--data-dir", tiny_mnist, "--seen", "4", "--heads", "vgg8_softmax", "vgg8_arcface",
                "--dims", "3", "8", "--seeds", "0", "1", "--train-points", "100", "--batch-size", "64",
                "--out-dir", tmp_path / "sweep", "--figure", tmp_path / "sweep.png", "--device", "cpu"]
     run = [str(option) for option in options]
-    assert sweep.main([*run, "--epochs", "1"], launch=in_process) == 0
+    assert sweep.main([*run, "--epochs", "1"], backend=in_process) == 0
     assert len(launched) == 8 and all("--resume" not in argv for argv in launched)
     assert {argv[argv.index("--unseen-classes") + 1] for argv in launched} == {"4"}  # classes 4-9, every run
     table = (tmp_path / "sweep" / "margin_sweep.md").read_text()
@@ -48,8 +57,8 @@ def test_the_sweep_trains_its_grid_once_and_resumes_stopped_runs(tiny_mnist, tmp
     assert "| head − softmax |" in table                                # arcface's differences at 2 sizes
     assert (tmp_path / "sweep.png").read_bytes()[:4] == b"\x89PNG"
     launched.clear()
-    assert sweep.main([*run, "--epochs", "1"], launch=in_process) == 0 and launched == []  # all done
-    assert sweep.main([*run, "--epochs", "2"], launch=in_process) == 0
+    assert sweep.main([*run, "--epochs", "1"], backend=in_process) == 0 and launched == []  # all done
+    assert sweep.main([*run, "--epochs", "2"], backend=in_process) == 0
     assert len(launched) == 8 and all("--resume" in argv for argv in launched)  # each goes on from epoch 1
 
 
