@@ -54,6 +54,9 @@ def parse_args(argv=None):
     p.add_argument("--out-dir", default="data/sweep", help="the runs' folders, and the table")
     p.add_argument("--figure", default="docs/margin_sweep.png", help="the figure's path")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="as train.py's")
+    p.add_argument("--precision", default="fp32", choices=("auto", "fp32", "bf16", "fp16"),
+                   help="every run's, as train.py's; auto lets each run choose, and a CPU chooses by a timing, so "
+                        "that two runs of one grid may train in different precisions")
     p.add_argument("--jobs", type=positive(int),
                    help="local: runs side by side (default: 1 on a CPU, whose cores one run uses, or the cores over "
                         "--cpus-per-run; 4 on a GPU); slurm: runs of the job array at once")
@@ -109,7 +112,7 @@ def grid(args):
                         "--classes", f"0-{seen - 1}", *unseen.split(), "--unseen-classes", *unseen.split(),
                         "--embedding-dim", str(dim), "--seed", str(seed), "--epochs", str(args.epochs),
                         "--batch-size", str(args.batch_size), "--train-points", str(args.train_points),
-                        "--device", args.device]))
+                        "--device", args.device, "--precision", args.precision]))
     return runs
 
 

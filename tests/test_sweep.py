@@ -52,6 +52,7 @@ def test_the_sweep_trains_its_grid_once_and_resumes_stopped_runs(tiny_mnist, tmp
     assert sweep.main([*run, "--epochs", "1"], backend=in_process) == 0
     assert len(launched) == 8 and all("--resume" not in argv for argv in launched)
     assert {argv[argv.index("--unseen-classes") + 1] for argv in launched} == {"4"}  # classes 4-9, every run
+    assert {argv[argv.index("--precision") + 1] for argv in launched} == {"fp32"}  # not auto's timed choice
     table = (tmp_path / "sweep" / "margin_sweep.md").read_text()
     assert table.count("| 4 | `vgg8_") == 4 + 2 and "| 2 |" in table  # 2 heads x 2 sizes over 2 seeds, then
     assert "| head − softmax |" in table                                # arcface's differences at 2 sizes
