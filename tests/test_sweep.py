@@ -3,10 +3,12 @@
 import math
 
 import pytest
+import torch
 
 import sweep
 import train
 from conftest import call_main
+from embedviz import remote_run
 from embedviz.remote_run import Outcome
 from embedviz.sweep_backends import Local
 
@@ -66,3 +68,15 @@ def test_the_sweep_trains_its_grid_once_and_resumes_stopped_runs(tiny_mnist, tmp
 def test_held_out_classes_must_lie_beyond_the_seen_ones():
     result = call_main(sweep.main, "--dataset", "mnist", "--seen", "6", "--unseen-classes", "5-9")
     assert result.returncode == 2 and "--seen 6: its classes 0-5 include held-out ones" in result.stderr
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="a share of a GPU's memory needs a CUDA device")
+def test_a_run_on_a_share_of_the_gpu_cannot_take_more_of_its_memory(tiny_mnist, tmp_path):
+    argv = ["--model", "vgg8_arcface", "--dataset", "mnist", "--data-dir", tiny_mnist, "--out-dir", "run",
+            "--epochs", "1", "--batch-size", "64", "--device", "cuda", "--train-points", "50"]
+    total = torch.cuda.get_device_properties(0).total_memory
+    starved = remote_run.train("run", argv, None, 2**30, memory_fraction=2**20 / total)  # 1 MB of the GPU
+    assert starved.status != 0 and "out of memory" in starved.log.lower()
+    fed = remote_run.train("run", argv, None, 2**30, memory_fraction=2**30 / total)  # 1 GB: a run needs ~200 MB
+    assert fed.status == 0, fed.log[-2000:]
+    assert "all_vgg8_arcface_meta.json" in fed.files
