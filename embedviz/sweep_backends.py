@@ -103,8 +103,9 @@ class Ray(Remote):
         super().__init__(threads=cpus, memory_fraction=gpus if 0 < gpus < 1 else None, **options)
         self.ray = need("ray", "ray")
         excluded = EXCLUDED + [os.path.relpath(os.path.abspath(self.out_dir), remote_run.ROOT) + "/"]
+        here = {} if address else {"_node_ip_address": "127.0.0.1"}  # a cluster of this machine alone
         self.ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
-                      runtime_env={"working_dir": remote_run.ROOT, "excludes": excluded})
+                      runtime_env={"working_dir": remote_run.ROOT, "excludes": excluded}, **here)
         self.task = self.ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=1)(remote_run.train)
         resources = self.ray.cluster_resources()
         self.at_once = int(min(resources.get("CPU", 0) // cpus,
