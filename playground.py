@@ -5,7 +5,8 @@ target logit against the angle, and draw a digit to see where it lands.
     python playground.py --port 8051 --data-dir data
 
 Open the address it prints; the settings live in the page address (?head=arcface&m=0.5&s=15&dim=3,
-&controls=off for a lecture). Space plays and pauses. Ctrl-C stops it.
+&controls=off for a lecture). Space plays and pauses. Ctrl-C stops it. In a notebook:
+`playground.inline()` shows it in the cell's output.
 """
 
 import socket
@@ -35,8 +36,7 @@ def main(argv=None, ready=None):
 
     from werkzeug.serving import make_server
 
-    from embedviz.live import LiveTraining
-    from embedviz.playground_page import PRESET, build_app, training_settings
+    from embedviz.playground_page import build_app
 
     if args.run:
         from embedviz.followed_run import FollowedRun
@@ -47,8 +47,7 @@ def main(argv=None, ready=None):
         except (OSError, RunFileError) as error:
             raise SystemExit(f"error: {error}") from None
     else:
-        live = LiveTraining(training_settings({**PRESET, "device": args.device, "precision": args.precision}),
-                            args.data_dir, PRESET["speed"])
+        live = training(args.data_dir, args.device, args.precision)
     app = build_app(live, follow=bool(args.run))
     try:  # the socket made here, so that a port in use ends in one line (werkzeug would print its own)
         listening = socket.create_server((args.host, args.port), family=socket.AF_INET6 if ":" in args.host
@@ -75,6 +74,25 @@ def main(argv=None, ready=None):
         listening.close()
         live.close()
     return 0
+
+
+def training(data_dir="data", device="auto", precision="auto"):
+    """The preset's run, training in a thread of this process."""
+    from embedviz.live import LiveTraining
+    from embedviz.playground_page import PRESET, training_settings
+
+    return LiveTraining(training_settings({**PRESET, "device": device, "precision": precision}), data_dir,
+                        PRESET["speed"])
+
+
+def inline(port=8050, data_dir="data", device="auto", precision="auto", height=1100):
+    """The playground in a notebook's output (Dash's Jupyter mode), training in the notebook's kernel,
+    on 127.0.0.1: returns the training, whose close() stops it; the page goes with the kernel."""
+    from embedviz.playground_page import build_app
+
+    live = training(data_dir, device, precision)
+    build_app(live).run(jupyter_mode="inline", host="127.0.0.1", port=port, jupyter_height=height)
+    return live
 
 
 def start(argv):
