@@ -294,34 +294,42 @@ def build_app(live, follow=False):
         return (query(settings, controls), *shown_values, " ".join(notes),
                 {"width": "230px", "flexShrink": 0, "display": "block" if controls else "none"})
 
-    @app.callback(Output("play", "children"), Input("play", "n_clicks"), Input("step", "n_clicks"),
-                  Input("reset", "n_clicks"), prevent_initial_call=True)
+    @app.callback(Input("play", "n_clicks"), Input("step", "n_clicks"), Input("reset", "n_clicks"),
+                  prevent_initial_call=True)
     def buttons(play, step, reset):
+        """The training's state changed; every open page shows it at its next tick."""
         if ctx.triggered_id == "play":
             live.play(not live.playing)
         elif ctx.triggered_id == "step":
             live.step_once()
         else:
             live.reset(live.settings, playing=live.playing)
-        return "pause" if live.playing else "play"
 
     @app.callback(Output("sphere", "figure"), Output("logit", "figure"), Output("curves", "figure"),
                   Output("status", "children"), Output("stamp", "children"), Output("shown", "data"),
-                  Output("epoch", "max"),
+                  Output("play", "children"), Output("epoch", "max"),
                   Output("epoch", "value"), Input("tick", "n_intervals"), Input("reset-view", "n_clicks"),
                   Input("epoch", "value"), State("shown", "data"), State("epoch", "max"))
     def tick(_, reset_view, epoch, shown, last):
-        """What changed since the page last drew: a whole figure after a reset, else the points alone. A
-        followed run's slider follows its newest epoch while it stands at the last."""
+        """What changed since the page last drew: a whole figure after a reset, else the points alone; the
+        play button's word whenever playing changed, from this page or another. A followed run's slider
+        follows its newest epoch while it stands at the last."""
         following = follow and (epoch is None or epoch >= last)
         snapshot = live.latest(None if following else epoch)
         slider = (snapshot.epoch, snapshot.epoch) if follow and following and snapshot else (no_update, no_update)
-        if snapshot is None or snapshot.version == shown["version"]:
-            return no_update, no_update, no_update, no_update, no_update, no_update, *slider
+        playing = live.playing
+        if snapshot is None or (snapshot.version, playing) == (shown["version"], shown.get("playing")):
+            return no_update, no_update, no_update, no_update, no_update, no_update, no_update, *slider
         settings = snapshot.settings
-        seen = {"version": snapshot.version, "run": snapshot.run}
+        seen = {"version": snapshot.version, "run": snapshot.run, "playing": playing}
+        button = "pause" if playing else "play"
         if snapshot.note:
-            return no_update, no_update, no_update, snapshot.note, no_update, seen, *slider
+            return no_update, no_update, no_update, snapshot.note, no_update, seen, button, *slider
+        status = (f"{live.model_name}, epoch {snapshot.epoch} of {live.epochs}" if follow else
+                  f"epoch {snapshot.epoch}, step {snapshot.step}/{snapshot.steps_per_epoch}; "
+                  f"{snapshot.images_per_second:,.0f} images/s" + ("" if playing else "; paused"))
+        if snapshot.version == shown["version"]:  # played or paused alone
+            return no_update, no_update, no_update, status, no_update, seen, button, *slider
         dim = snapshot.points.shape[1]
         fresh = shown["run"] != snapshot.run or ctx.triggered_id == "reset-view"
         if fresh:
@@ -343,10 +351,7 @@ def build_app(live, follow=False):
             for k, axis in enumerate("xyz"[:dim]):
                 traces[len(snapshot.class_names)][axis] = [None if math.isnan(v) else round(v, 3)
                                                            for v in snapshot.weights[:, k]]
-        status = (f"{live.model_name}, epoch {snapshot.epoch} of {live.epochs}" if follow else
-                  f"epoch {snapshot.epoch}, step {snapshot.step}/{snapshot.steps_per_epoch}; "
-                  f"{snapshot.images_per_second:,.0f} images/s" + ("" if live.playing else "; paused"))
-        return sphere, logit, curves, status, f"{snapshot.published:.3f}", seen, *slider
+        return sphere, logit, curves, status, f"{snapshot.published:.3f}", seen, button, *slider
 
     @app.callback(Output("logit", "figure", allow_duplicate=True), Input("m", "drag_value"), Input("s", "drag_value"),
                   State("head", "value"), prevent_initial_call=True)

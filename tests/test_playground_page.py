@@ -93,3 +93,37 @@ def test_a_changed_margin_restarts_the_run_and_bad_addresses_say_so(app_address,
     chrome.get(app_address + "?controls=off")
     hidden = "const c = document.getElementById('controls'); return !!c && c.style.display === 'none';"
     wait_for(lambda: chrome.execute_script(hidden), 30, "controls=off shows the controls")
+
+
+@pytest.mark.xdist_group("browser")
+def test_space_plays_and_pauses_and_two_tabs_follow_one_training(app_address, chrome):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    chrome.get(app_address)
+    def text(element):  # "" until Dash has built the page
+        return chrome.execute_script(f"const e = document.getElementById('{element}'); return e ? e.innerText : '';")
+
+    status, button = (lambda: text("status")), (lambda: text("play"))
+    wait_for(lambda: "epoch" in status(), 60, "no training shown")
+    if button() == "play":  # an earlier test's state: playing is the page's own start
+        chrome.find_element(By.ID, "play").click()
+    wait_for(lambda: button() == "pause" and "paused" not in status(), 20, "the training does not play")
+    ActionChains(chrome).send_keys(Keys.SPACE).perform()
+    wait_for(lambda: button() == "play" and status().endswith("; paused"), 20, "space did not pause the training")
+    paused_at = status()
+    time.sleep(1.5)
+    assert status() == paused_at  # paused: no step taken
+
+    first = chrome.current_window_handle
+    chrome.switch_to.new_window("tab")
+    chrome.get(app_address)  # a second page on the same training, paused
+    wait_for(lambda: status() == paused_at and button() == "play", 60,
+             "the second tab does not show the paused training")
+    ActionChains(chrome).send_keys(Keys.SPACE).perform()  # played from the second tab
+    wait_for(lambda: button() == "pause" and status() != paused_at, 30, "space in the second tab did not play")
+    chrome.close()
+    chrome.switch_to.window(first)
+    wait_for(lambda: button() == "pause" and "paused" not in status() and status() != paused_at, 30,
+             "the first tab does not follow the training played from the second")
