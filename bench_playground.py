@@ -6,8 +6,9 @@ chromium-driver), on this machine's CPU:
 Printed: how long a step's points take to be on screen after the update that holds them is made; how
 long a drawn digit's point and logits take to be on screen after the stroke ends, while training runs;
 the size of the page's updates; the playground's training images per second against train.py's on the
-same settings (fp32 both, so that a timing does not choose the precision); and the resident memory of
-the playground's process over the minutes. A benchmark, not a test: nothing is asserted.
+same settings (fp32 both, so that a timing does not choose the precision), with the page open and then
+with none (the browser's share of the cores apart); and the resident memory of the playground's process
+over the minutes. A benchmark, not a test: nothing is asserted.
 """
 
 import argparse
@@ -40,6 +41,8 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--minutes", type=float, default=30.0, help="how long the playground trains with the page open")
     p.add_argument("--strokes", type=int, default=10, help="digits drawn while it trains")
+    p.add_argument("--alone-seconds", type=float, default=60.0,
+                   help="then how long it trains with no page open, for its rate without a browser")
     args = p.parse_args(argv)
 
     from selenium.webdriver.common.action_chains import ActionChains
@@ -89,6 +92,10 @@ def main(argv=None):
         quit_and_clean(chrome)
         server.shutdown()
         server_thread.join()
+    alone = playground.training(device="cpu", precision="fp32")  # its updates made, no page to show them
+    time.sleep(args.alone_seconds)
+    alone_rate = alone.latest().images_per_second
+    alone.close()
     with tempfile.TemporaryDirectory() as out_dir, contextlib.redirect_stdout(io.StringIO()):
         train.main(["--dataset", "mnist-sample", "--epochs", "4", "--out-dir", out_dir, "--device", "cpu",
                     "--precision", "fp32"])
@@ -106,7 +113,7 @@ def main(argv=None):
              f"updates' size: median {statistics.median(payloads) / 1e3:.1f} KB, most {payloads[-1] / 1e3:.1f} KB "
              f"({len(payloads)} responses)",
              f"training: {playground_rate:,.0f} images/s in the playground, {rate:,.0f} in train.py "
-             f"({playground_rate / rate:.0%})",
+             f"({playground_rate / rate:.0%}); with no page open {alone_rate:,.0f} ({alone_rate / rate:.0%})",
              f"memory: {steady[0]:.0f} MB after the first minute, {steady[-1]:.0f} MB at the end "
              f"({steady[-1] - steady[0]:+.0f} MB; most {max(steady):.0f} MB)"]
     print("\n" + "\n  ".join(lines))

@@ -66,13 +66,14 @@ def main(argv=None, ready=None):
     if ready is not None:
         ready(server)
     try:
-        server.serve_forever()
+        server.serve_forever()  # werkzeug's ends quietly on Ctrl-C
     except KeyboardInterrupt:
-        print("stopped", file=sys.stderr)
+        pass
     finally:
         server.server_close()
         listening.close()
-        live.close()
+        live.close()  # the training thread, within its step
+    print("stopped", file=sys.stderr)
     return 0
 
 

@@ -116,13 +116,26 @@ def grid(args):
     return runs
 
 
-def state(folder, model, epochs):
-    """"done", "stopped" (a checkpoint to resume from) or "new"."""
+def option(argv, name):
+    return argv[argv.index(name) + 1]
+
+
+def trained_on(folder, model):
+    """The dataset the run's meta file names (train.py falls back from a missing MNIST to mnist-sample)."""
+    with open(os.path.join(folder, f"all_{model}_meta.json")) as f:
+        return json.load(f)["dataset"]
+
+
+def state(folder, model, epochs, dataset):
+    """"done", "stopped" (a checkpoint to resume from) or "new" (also a run of another dataset)."""
     meta = os.path.join(folder, f"all_{model}_meta.json")
     if os.path.exists(meta):
         with open(meta) as f:
-            if json.load(f)["epochs_completed"] >= epochs:
-                return "done"
+            meta = json.load(f)
+        if meta["dataset"] != dataset:
+            return "new"
+        if meta["epochs_completed"] >= epochs:
+            return "done"
     return "stopped" if os.path.exists(os.path.join(folder, f"{model}_last.pth")) else "new"
 
 
@@ -133,10 +146,11 @@ def train_all(runs, epochs, backend):
 
     todo = []
     for folder, argv in runs:
-        status = state(folder, argv[argv.index("--model") + 1], epochs)
+        status = state(folder, option(argv, "--model"), epochs, option(argv, "--dataset"))
         if status != "done":
             todo.append((folder, [*argv, "--resume"] if status == "stopped" else argv, status == "stopped"))
     print(f"{len(runs) - len(todo)} of {len(runs)} runs done; training {len(todo)} {backend.describe()}", flush=True)
+    arguments = dict(runs)
     failed, finished, start, waiting, shown = [], 0, time.perf_counter(), list(todo), None
     bar = tqdm(total=len(todo), unit="run", leave=False, disable=not todo)
     try:
@@ -145,21 +159,27 @@ def train_all(runs, epochs, backend):
                 backend.start(*waiting.pop(0))
             for folder, outcome in backend.finished(timeout=1.0):
                 finished += 1
+                model, dataset = option(arguments[folder], "--model"), option(arguments[folder], "--dataset")
                 line = "done"
                 if outcome.status != 0:
-                    failed.append(folder)
                     line = f"failed on {outcome.node}: {outcome.reason()}"
+                elif trained_on(folder, model) != dataset:  # a grid of one dataset, whatever a node holds
+                    line = f"failed on {outcome.node}: no {dataset} there, it trained on {trained_on(folder, model)}"
+                if line != "done":
+                    failed.append(folder)
                 bar.update()
                 bar.write(f"{finished}/{len(todo)} {folder}: {line} ({time.perf_counter() - start:.0f} s)")
             counts = {"running": min(len(todo) - finished - len(waiting), backend.at_once), "failed": len(failed)}
             if counts != shown:
                 bar.set_postfix(counts)
                 shown = counts
-    except KeyboardInterrupt:
+    except BaseException as error:  # Ctrl-C, or a run that cannot be written back: nothing left running
         backend.cancel()
         bar.close()
-        raise SystemExit(f"stopped: {finished} of {len(todo)} runs finished and kept; the same command trains "
-                         "the rest") from None
+        if isinstance(error, KeyboardInterrupt):
+            raise SystemExit(f"stopped: {finished} of {len(todo)} runs finished and kept; the same command trains "
+                             "the rest") from None
+        raise
     finally:
         bar.close()
         backend.close()
@@ -212,7 +232,7 @@ def collect(args):
                 lasts = {}
                 for seed in args.seeds:
                     folder = os.path.join(args.out_dir, f"{args.dataset}-seen{seen}", f"{head}-d{dim}-s{seed}")
-                    if state(folder, head, args.epochs) == "done":
+                    if state(folder, head, args.epochs, args.dataset) == "done":
                         with open(os.path.join(folder, f"all_{head}_meta.json")) as f:
                             lasts[seed] = json.load(f)["history"][args.epochs]
                 values[seen, head, dim] = {title: {seed: value_at(entry, path) for seed, entry in lasts.items()}

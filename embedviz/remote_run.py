@@ -59,26 +59,33 @@ def install(files, folder):
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(incoming, 0o777 & ~umask)  # a folder as os.makedirs makes it, not mkdtemp's private one
+    old = None
     try:
         unpack(files, incoming)
-        old = None
         if os.path.exists(folder):
             old = tempfile.mkdtemp(prefix=f".{os.path.basename(folder)}.old-", dir=parent)
             os.rename(folder, os.path.join(old, "run"))
         os.rename(incoming, folder)
-        if old:
-            shutil.rmtree(old)
     except BaseException:
+        if old and not os.path.exists(folder):  # stopped between the two renames: the good run put back
+            os.rename(os.path.join(old, "run"), folder)
         shutil.rmtree(incoming, ignore_errors=True)
         raise
+    finally:
+        if old:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+try:  # loaded here: die_with_parent runs between fork and exec, where loading a library can deadlock
+    LIBC = ctypes.CDLL("libc.so.6", use_errno=True)
+except OSError:  # not Linux
+    LIBC = None
 
 
 def die_with_parent():
     """Linux: the run is killed when the process that started it dies (a lost worker leaves no orphan)."""
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
+    if LIBC is not None:
+        LIBC.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def train_command(argv, memory_fraction=None):
@@ -121,6 +128,7 @@ def train(name, argv, files, max_return_bytes, threads=None, memory_fraction=Non
 
 
 if __name__ == "__main__":
+    sys.path[0] = ROOT  # not embedviz/, whose modules' names (datasets, metrics) could hide packages
     import runpy
 
     import torch
@@ -129,5 +137,4 @@ if __name__ == "__main__":
     if torch.cuda.is_available():  # its share of the GPU: Ray schedules fractions of one but enforces none
         torch.cuda.set_per_process_memory_fraction(fraction)
     sys.argv = [os.path.join(ROOT, "train.py"), *sys.argv[2:]]
-    sys.path.insert(0, ROOT)
     runpy.run_path(sys.argv[0], run_name="__main__")

@@ -3,6 +3,7 @@
 finished, in the order they finish, as (folder, remote_run.Outcome), and cancels the rest on Ctrl-C.
 ray and submitit are imported only here, only when asked for."""
 
+import math
 import os
 import subprocess
 import time
@@ -103,14 +104,23 @@ class Ray(Remote):
         super().__init__(threads=cpus, memory_fraction=gpus if 0 < gpus < 1 else None, **options)
         self.ray = need("ray", "ray")
         excluded = EXCLUDED + [os.path.relpath(os.path.abspath(self.out_dir), remote_run.ROOT) + "/"]
-        here = {} if address else {"_node_ip_address": "127.0.0.1"}  # a cluster of this machine alone
-        self.ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
-                      runtime_env={"working_dir": remote_run.ROOT, "excludes": excluded}, **here)
+        code = {"working_dir": remote_run.ROOT, "excludes": excluded}
+        if "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ:  # a Ray job (ray job submit --working-dir) ships it
+            code = None
+        # no address: a cluster of this machine alone, on its loopback address, not one that RAY_ADDRESS names
+        here = {"address": address} if address else {"address": "local", "_node_ip_address": "127.0.0.1"}
+        self.ray.init(include_dashboard=False, log_to_driver=False, logging_level="ERROR", runtime_env=code, **here)
         self.task = self.ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=1)(remote_run.train)
         resources = self.ray.cluster_resources()
-        self.at_once = int(min(resources.get("CPU", 0) // cpus,
-                               resources.get("GPU", 0) // gpus if gpus else float("inf")))
+        if gpus and not resources.get("GPU"):
+            self.ray.shutdown()
+            raise SystemExit(f"error: --gpus-per-run {gpus:g}, but the Ray cluster has no GPU")
+        self.at_once = int(min(math.floor(resources.get("CPU", 0) / cpus + 1e-9),
+                               math.floor(resources.get("GPU", 0) / gpus + 1e-9) if gpus else math.inf))
         self.resources = resources
+
+    def has_room(self):
+        return len(self.running) < max(1, 2 * self.at_once)  # a queue of a few; the rest packed when sent
 
     def describe(self):
         return (f"on Ray ({self.resources.get('CPU', 0):.0f} CPUs, {self.resources.get('GPU', 0):.0f} GPUs: "
@@ -152,13 +162,21 @@ class Slurm(Remote):
         super().__init__(threads=cpus, memory_fraction=None, **options)
         submitit = need("submitit", "slurm")
         self.executor = submitit.AutoExecutor(folder=folder)
-        self.executor.update_parameters(cpus_per_task=cpus, gpus_per_node=int(gpus), timeout_min=minutes,
+        self.executor.update_parameters(cpus_per_task=cpus, gpus_per_node=int(gpus) or None, timeout_min=minutes,
                                         slurm_partition=partition, slurm_array_parallelism=jobs or 256)
-        self.pending, self.retried, self.at_once = [], set(), jobs or float("inf")
+        self.executor._executor.max_pickle_size_gb = 64  # stopped runs' folders go out in the pickles
+        self.pending, self.retried = [], set()
+        if self.executor.cluster == "slurm":
+            self.at_once = jobs or math.inf  # Slurm queues the array
+        else:  # submitit's local executor starts every job it is given at once
+            self.at_once = jobs or max(1, (os.cpu_count() or 1) // cpus)
 
     def describe(self):
         where = "Slurm" if self.executor.cluster == "slurm" else "submitit's local executor (no Slurm here)"
         return f"as a job array on {where}"
+
+    def has_room(self):
+        return len(self.running) + len(self.pending) < self.at_once
 
     def start(self, folder, argv, stopped):
         self.pending.append((folder, self.arguments(folder, argv, stopped)))
@@ -180,6 +198,8 @@ class Slurm(Remote):
             folder, arguments = self.running.pop(job)
             try:
                 outcomes.append(self.record(folder, job.result()))
+                for pickle in (job.paths.result_pickle, job.paths.submitted_pickle):
+                    pickle.unlink(missing_ok=True)  # the run's files, now written into its folder
             except Exception as error:  # noqa: BLE001 (submitit raises what the job's end was)
                 if folder not in self.retried:
                     self.retried.add(folder)

@@ -132,3 +132,30 @@ def test_a_loss_that_becomes_nan_stops_the_run_with_one_line_that_says_so(monkey
         live.close()
     assert snapshot is not None and snapshot.note.startswith("the loss became nan at epoch 1, step 2: training stopped")
     assert live.thread is None
+
+
+def test_ctrl_c_stops_the_training_and_frees_the_port_and_another_host_is_warned_of():
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    process = subprocess.Popen([sys.executable, "playground.py", "--host", "127.0.0.2", "--port", "0", "--device",
+                                "cpu"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = process.stdout.readline()  # once it listens
+        assert line.startswith("the playground is at http://127.0.0.2:"), line + process.stderr.read()
+        port = int(line.split(":")[2].split("/")[0])
+        time.sleep(3)  # training
+        process.send_signal(signal.SIGINT)
+        started = time.monotonic()
+        _, stderr = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    assert process.returncode == 0 and time.monotonic() - started < 10
+    assert "warning: listening on 127.0.0.2: anyone who can reach this machine there can use it" in stderr
+    assert stderr.strip().splitlines()[-1] == "stopped" and "Traceback" not in stderr
+    with socket.socket() as again:  # the port is free
+        again.bind(("127.0.0.2", port))

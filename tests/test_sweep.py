@@ -32,20 +32,26 @@ def test_differences_pair_the_seeds_where_both_heads_have_the_figure():
     assert paired[4, "b", 3]["U"][2] == 0 and math.isnan(paired[4, "b", 3]["U"][0])  # no seed in common
 
 
+class InProcess(Local):
+    """train.py's main, in this process, as the sweep would start it; `launched` the argv of each."""
+
+    def __init__(self):
+        super().__init__(jobs=1)
+        self.launched = []
+
+    def start(self, folder, argv, stopped):
+        self.launched.append(argv)
+        self.running[folder] = call_main(train.main, *argv).returncode
+
+    def finished(self, timeout):
+        done = [(folder, Outcome(status, "", "here")) for folder, status in self.running.items()]
+        self.running.clear()
+        return done
+
+
 def test_the_sweep_trains_its_grid_once_and_resumes_stopped_runs(tiny_mnist, tmp_path):
-    launched = []
-
-    class InProcess(Local):  # train.py's main, in this process, as the sweep would start it
-        def start(self, folder, argv, stopped):
-            launched.append(argv)
-            self.running[folder] = call_main(train.main, *argv).returncode
-
-        def finished(self, timeout):
-            done = [(folder, Outcome(status, "", "here")) for folder, status in self.running.items()]
-            self.running.clear()
-            return done
-
-    in_process = InProcess(jobs=1)
+    in_process = InProcess()
+    launched = in_process.launched
 
     options = ["--dataset", "mnist", "--data-dir", tiny_mnist, "--seen", "4", "--heads", "vgg8_softmax", "vgg8_arcface",
                "--dims", "3", "8", "--seeds", "0", "1", "--train-points", "100", "--batch-size", "64",
@@ -68,6 +74,20 @@ def test_the_sweep_trains_its_grid_once_and_resumes_stopped_runs(tiny_mnist, tmp
 def test_held_out_classes_must_lie_beyond_the_seen_ones():
     result = call_main(sweep.main, "--dataset", "mnist", "--seen", "6", "--unseen-classes", "5-9")
     assert result.returncode == 2 and "--seen 6: its classes 0-5 include held-out ones" in result.stderr
+
+
+def test_a_run_that_fell_back_to_mnist_sample_fails_in_a_grid_of_mnist(tmp_path, no_network, capsys):
+    in_process = InProcess()
+    run = [str(option) for option in
+           ["--dataset", "mnist", "--data-dir", tmp_path / "no-data", "--seen", "4", "--heads", "vgg8_softmax",
+            "--dims", "3", "--seeds", "0", "--epochs", "1", "--train-points", "50", "--out-dir", tmp_path / "sweep",
+            "--figure", tmp_path / "sweep.png", "--device", "cpu"]]
+    with pytest.raises(SystemExit, match="1 runs failed"):
+        sweep.main(run, backend=in_process)
+    assert "failed on here: no mnist there, it trained on mnist-sample" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="1 runs failed"):
+        sweep.main(run, backend=in_process)  # not taken for done: trained again
+    assert len(in_process.launched) == 2
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="a share of a GPU's memory needs a CUDA device")

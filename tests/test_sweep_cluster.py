@@ -148,6 +148,22 @@ def test_a_returned_run_replaces_its_folder_only_once_written_whole(tmp_path, mo
     assert sorted(os.listdir(tmp_path)) == ["run"] and (folder / "a.json").read_bytes() == b"1"  # kept whole
 
 
+def test_a_run_stopped_between_the_two_renames_is_put_back(tmp_path, monkeypatch):
+    folder = tmp_path / "run"
+    remote_run.install({"a.json": b"1"}, folder)
+    rename = os.rename
+
+    def interrupted(source, target):  # Ctrl-C as the returned run takes the good one's place
+        if os.path.basename(source).startswith(".run.incoming-"):
+            raise KeyboardInterrupt
+        rename(source, target)
+
+    monkeypatch.setattr(remote_run.os, "rename", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        remote_run.install({"a.json": b"2"}, folder)
+    assert sorted(os.listdir(tmp_path)) == ["run"] and (folder / "a.json").read_bytes() == b"1"
+
+
 def test_a_folder_over_the_return_limit_is_refused_with_its_log(tmp_path):
     stopped = {"big.npy": b"x" * 3000}
     outcome = remote_run.train("run", ["--out-dir", "run", "--epochs", "0"], stopped, max_return_bytes=2000)
