@@ -163,8 +163,8 @@ def train_all(runs, epochs, backend):
                 line = "done"
                 if outcome.status != 0:
                     line = f"failed on {outcome.node}: {outcome.reason()}"
-                elif trained_on(folder, model) != dataset:  # a grid of one dataset, whatever a node holds
-                    line = f"failed on {outcome.node}: no {dataset} there, it trained on {trained_on(folder, model)}"
+                elif (trained := trained_on(folder, model)) != dataset:  # a grid of one dataset, whatever a node holds
+                    line = f"failed on {outcome.node}: no {dataset} there, it trained on {trained}"
                 if line != "done":
                     failed.append(folder)
                 bar.update()
