@@ -112,9 +112,15 @@ def test_space_plays_and_pauses_and_two_tabs_follow_one_training(app_address, ch
     wait_for(lambda: button() == "pause" and "paused" not in status(), 20, "the training does not play")
     ActionChains(chrome).send_keys(Keys.SPACE).perform()
     wait_for(lambda: button() == "play" and status().endswith("; paused"), 20, "space did not pause the training")
+    def settled():  # the steps under way when it paused are shown once they are done
+        before = status()
+        time.sleep(1.0)
+        return status() == before
+
+    wait_for(settled, 20, "the paused training's status keeps changing")
     paused_at = status()
     time.sleep(1.5)
-    assert status() == paused_at  # paused: no step taken
+    assert status() == paused_at  # paused: no step taken since
 
     first = chrome.current_window_handle
     chrome.switch_to.new_window("tab")
